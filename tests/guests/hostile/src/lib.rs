@@ -1,0 +1,185 @@
+//! A delegate that misbehaves on request. Its netconf's `behaviour` picks
+//! what it does, so one component exercises every sandbox limit and every
+//! policy rule:
+//!
+//! - `loop`: spins forever (deadline, fuel);
+//! - `memory-bomb`: allocates until it cannot (memory cap);
+//! - `recursion`: recurses without bound (wasm stack);
+//! - `huge-plan`: returns `count` ops (op cap);
+//! - `long-string`: returns an op whose link name is `count` bytes (string cap);
+//! - `panic`: panics with `message`;
+//! - `print`: writes `message` to stdout and stderr, then returns an empty plan;
+//! - `plan`: returns the ops in `ops` verbatim (policy tests);
+//! - `log`: logs `message` at every level and returns an empty plan.
+
+use guest_sdk::{
+    AddAddress, AddRoute, CreateMacvlan, Delegate, Host, Level, MacvlanMode, NetlinkOp, Plan,
+    PluginError, RenameLink, Request, SetMac, SetMtu, SetSysctl,
+};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Conf {
+    behaviour: String,
+    #[serde(default)]
+    count: usize,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    ops: Vec<OpSpec>,
+}
+
+/// The ops a `plan` behaviour returns, in a JSON form.
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+enum OpSpec {
+    CreateMacvlan {
+        name: String,
+        master: String,
+        #[serde(default)]
+        master_in_sandbox: bool,
+    },
+    RenameLink {
+        name: String,
+        new_name: String,
+    },
+    SetLinkUp {
+        link: String,
+    },
+    SetMtu {
+        link: String,
+        mtu: u32,
+    },
+    SetMac {
+        link: String,
+        mac: String,
+    },
+    AddAddress {
+        link: String,
+        address: String,
+    },
+    AddRoute {
+        link: String,
+        dst: String,
+        #[serde(default)]
+        gateway: Option<String>,
+    },
+    SetSysctl {
+        key: String,
+        value: String,
+    },
+    DeleteLink {
+        link: String,
+    },
+}
+
+impl From<OpSpec> for NetlinkOp {
+    fn from(spec: OpSpec) -> Self {
+        match spec {
+            OpSpec::CreateMacvlan {
+                name,
+                master,
+                master_in_sandbox,
+            } => NetlinkOp::CreateMacvlan(CreateMacvlan {
+                name,
+                master,
+                master_in_sandbox,
+                mode: MacvlanMode::Bridge,
+                mtu: None,
+                mac: None,
+            }),
+            OpSpec::RenameLink { name, new_name } => {
+                NetlinkOp::RenameLink(RenameLink { name, new_name })
+            }
+            OpSpec::SetLinkUp { link } => NetlinkOp::SetLinkUp(link),
+            OpSpec::SetMtu { link, mtu } => NetlinkOp::SetMtu(SetMtu { link, mtu }),
+            OpSpec::SetMac { link, mac } => NetlinkOp::SetMac(SetMac { link, mac }),
+            OpSpec::AddAddress { link, address } => {
+                NetlinkOp::AddAddress(AddAddress { link, address })
+            }
+            OpSpec::AddRoute { link, dst, gateway } => NetlinkOp::AddRoute(AddRoute {
+                link,
+                dst,
+                gateway,
+                metric: None,
+                table: None,
+                scope: None,
+            }),
+            OpSpec::SetSysctl { key, value } => NetlinkOp::SetSysctl(SetSysctl { key, value }),
+            OpSpec::DeleteLink { link } => NetlinkOp::DeleteLink(link),
+        }
+    }
+}
+
+pub struct Hostile;
+
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64, sink: &mut [u64; 16]) -> u64 {
+    sink[(depth % 16) as usize] = depth;
+    let mut local = [depth; 16];
+    local[0] = recurse(depth + 1, &mut local);
+    local[0] + sink[0]
+}
+
+impl Delegate for Hostile {
+    fn handle(host: &dyn Host, request: Request) -> Result<Plan, PluginError> {
+        let conf: Conf = guest_sdk::netconf::parse(&request.config)?;
+        match conf.behaviour.as_str() {
+            "loop" => {
+                let mut counter: u64 = 0;
+                loop {
+                    counter = std::hint::black_box(counter.wrapping_add(1));
+                }
+            }
+            "memory-bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            "recursion" => {
+                let mut sink = [0u64; 16];
+                let total = recurse(0, &mut sink);
+                Err(PluginError::internal(format!("unreachable: {total}")))
+            }
+            "huge-plan" => Ok(Plan {
+                ops: (0..conf.count)
+                    .map(|_| NetlinkOp::SetLinkUp(request.ifname.clone()))
+                    .collect(),
+                cni_result: None,
+            }),
+            "long-string" => Ok(Plan {
+                ops: vec![NetlinkOp::SetLinkUp("x".repeat(conf.count))],
+                cni_result: None,
+            }),
+            "panic" => panic!("{}", conf.message),
+            "print" => {
+                println!("{}", conf.message);
+                eprintln!("{}", conf.message);
+                Ok(Plan::empty())
+            }
+            "log" => {
+                for level in [
+                    Level::Error,
+                    Level::Warn,
+                    Level::Info,
+                    Level::Debug,
+                    Level::Trace,
+                ] {
+                    host.log(level, &conf.message);
+                }
+                Ok(Plan::empty())
+            }
+            "plan" => Ok(Plan {
+                ops: conf.ops.into_iter().map(NetlinkOp::from).collect(),
+                cni_result: None,
+            }),
+            other => Err(PluginError::invalid_config(format!(
+                "unknown behaviour {other:?}"
+            ))),
+        }
+    }
+}
+
+guest_sdk::export_plugin!(delegate: Hostile);
