@@ -1,0 +1,273 @@
+//! The command line for plugin authors and operators (everything but CNI
+//! mode): `plugin inspect` and `plugin run`, which run a guest in the same
+//! sandbox as production and print its plan without applying it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::cni::{CniError, CniResult, CniVersion, parse_cni_args};
+use crate::netlink::handles::{Handles, NetnsFile};
+use crate::netlink::query::KernelLinks;
+use crate::sandbox::{Limits, PluginCommand, PluginRequest, Sandbox, World};
+use crate::store::ipam::DirStore;
+
+/// Where compiled plugins are cached unless told otherwise.
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/multus-wasm/cache";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "multus-wasm",
+    version,
+    about = "A Multus-compatible CNI meta-plugin whose delegates run as sandboxed WebAssembly components",
+    long_about = "A Multus-compatible CNI meta-plugin whose delegates run as sandboxed WebAssembly components.\n\nWith CNI_COMMAND set in the environment it speaks the CNI protocol (stdin config, stdout result). Without it, it is this command line."
+)]
+struct Cli {
+    /// Log level on stderr (error, warn, info, debug, trace).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect, verify, compile and try wasm plugins.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCmd {
+    /// Print a plugin's sha256, ABI version, world, size and imports as JSON.
+    Inspect {
+        /// The plugin's `.wasm` file.
+        file: PathBuf,
+    },
+    /// Run a plugin in the production sandbox and print its plan as JSON,
+    /// applying nothing.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[value(rename_all = "UPPERCASE")]
+enum CommandArg {
+    Add,
+    Del,
+    Check,
+    Status,
+    Gc,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The plugin's `.wasm` file.
+    file: PathBuf,
+    /// The CNI command to run.
+    #[arg(long, value_enum, ignore_case = true)]
+    command: CommandArg,
+    /// The network configuration (JSON) the plugin receives.
+    #[arg(long)]
+    config: PathBuf,
+    /// CNI_IFNAME.
+    #[arg(long, default_value = "net1")]
+    ifname: String,
+    /// CNI_CONTAINERID.
+    #[arg(long, default_value = "plugin-run")]
+    container_id: String,
+    /// A network namespace whose links the plugin's queries see as the sandbox.
+    #[arg(long)]
+    netns: Option<PathBuf>,
+    /// CNI_ARGS (`K=V;K=V`).
+    #[arg(long)]
+    args: Option<String>,
+    /// An IPAM result (JSON) to hand a delegate, as the host does after IPAM.
+    #[arg(long)]
+    ipam_result: Option<PathBuf>,
+    /// A previous result (JSON) for CHECK and DEL.
+    #[arg(long)]
+    prev_result: Option<PathBuf>,
+    /// Fuel budget of the call.
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Wall-clock deadline of the call, in milliseconds.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Memory cap, in MiB.
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// IPAM state directory (default: a fresh temporary directory).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The compiled-code cache.
+    #[arg(long, env = "MULTUS_WASM_CACHE_DIR", default_value = DEFAULT_CACHE_DIR)]
+    cache_dir: PathBuf,
+    /// Compile in memory and cache nothing.
+    #[arg(long)]
+    no_cache: bool,
+    /// The sha256 the plugin must have (as pinned in a host config).
+    #[arg(long)]
+    sha256: Option<String>,
+}
+
+/// Run the CLI; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let level = crate::logging::parse_level(&cli.log_level)
+        .unwrap_or(tracing::level_filters::LevelFilter::INFO);
+    crate::logging::init_stderr(level);
+    let outcome = match cli.command {
+        Command::Plugin(PluginCmd::Inspect { file }) => inspect(&file),
+        Command::Plugin(PluginCmd::Run(args)) => run(&args),
+    };
+    match outcome {
+        Ok(output) => {
+            println!("{output}");
+            0
+        }
+        Err(err) => {
+            println!("{}", err.to_json(None));
+            1
+        }
+    }
+}
+
+fn inspect(file: &Path) -> Result<String, CniError> {
+    let sandbox = Sandbox::new(Limits::default(), None)?;
+    let inspection = sandbox.inspect(file)?;
+    Ok(serde_json::to_string_pretty(&inspection).unwrap_or_default())
+}
+
+fn read_json(path: &Path, what: &str) -> Result<(String, Value), CniError> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        CniError::io_failure(format!("cannot read {what} {}: {err}", path.display()))
+    })?;
+    let value = serde_json::from_str(&text).map_err(|err| {
+        CniError::decoding_failure(format!("{what} {} is not valid JSON: {err}", path.display()))
+    })?;
+    Ok((text, value))
+}
+
+fn read_result(path: Option<&Path>, what: &str, version: CniVersion) -> Result<Option<CniResult>, CniError> {
+    let Some(path) = path else { return Ok(None) };
+    let (_, value) = read_json(path, what)?;
+    CniResult::from_value(&value, version).map(Some)
+}
+
+/// The limits of a CLI run: the defaults with the flags applied.
+fn limits(args: &RunArgs) -> Limits {
+    let mut limits = Limits::default();
+    if let Some(fuel) = args.fuel {
+        limits.fuel = fuel;
+    }
+    if let Some(timeout) = args.timeout_ms {
+        limits.timeout = Duration::from_millis(timeout);
+    }
+    if let Some(memory) = args.memory_mib {
+        limits.memory_bytes = (memory as usize) << 20;
+    }
+    limits
+}
+
+fn run(args: &RunArgs) -> Result<String, CniError> {
+    let (config_text, config) = read_json(&args.config, "config")?;
+    let version = CniVersion::from_config(&config)?;
+    let sandbox = Sandbox::new(
+        limits(args),
+        if args.no_cache {
+            None
+        } else {
+            Some(args.cache_dir.as_path())
+        },
+    )?;
+    let name = args
+        .file
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plugin".into());
+    let plugin = sandbox.load(&name, &args.file, args.sha256.as_deref())?;
+    tracing::info!(
+        plugin = %plugin.name,
+        sha256 = %plugin.digest,
+        cache = ?plugin.cache_outcome,
+        world = %plugin.abi.world,
+        "loaded plugin"
+    );
+    let runtime = Arc::new(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| CniError::internal(format!("tokio runtime: {err}")))?,
+    );
+    let netns = args
+        .netns
+        .as_deref()
+        .map(NetnsFile::open)
+        .transpose()
+        .map_err(|err| CniError::invalid_environment(err.to_string()))?;
+    let handles = Handles::open(runtime, netns.as_ref())
+        .map_err(|err| CniError::internal(err.to_string()))?;
+    let links = Box::new(KernelLinks::new(handles));
+    let request = PluginRequest {
+        command: match args.command {
+            CommandArg::Add => PluginCommand::Add,
+            CommandArg::Del => PluginCommand::Del,
+            CommandArg::Check => PluginCommand::Check,
+            CommandArg::Status => PluginCommand::Status,
+            CommandArg::Gc => PluginCommand::Gc,
+        },
+        container_id: args.container_id.clone(),
+        netns: args
+            .netns
+            .as_ref()
+            .map(|path| path.display().to_string())
+            .unwrap_or_default(),
+        ifname: args.ifname.clone(),
+        args: match &args.args {
+            Some(text) => parse_cni_args(text)?,
+            None => Vec::new(),
+        },
+        config: config_text,
+        prev_result: read_result(args.prev_result.as_deref(), "prev result", version)?,
+        ipam_result: read_result(args.ipam_result.as_deref(), "IPAM result", version)?,
+        valid_attachments: Vec::new(),
+    };
+    let (ops, result, stats) = match plugin.abi.world {
+        World::Delegate => {
+            let (plan, stats) = sandbox.call_delegate(&plugin, links, &request)?;
+            (plan.ops, plan.result, stats)
+        }
+        World::Ipam => {
+            let temp;
+            let state_dir = match &args.state_dir {
+                Some(dir) => dir.clone(),
+                None => {
+                    temp = tempfile::tempdir().map_err(|err| {
+                        CniError::io_failure(format!("temporary state directory: {err}"))
+                    })?;
+                    temp.path().to_path_buf()
+                }
+            };
+            let network = config.get("name").and_then(Value::as_str).unwrap_or("");
+            let store = DirStore::open_locked(&state_dir, network)
+                .map_err(|err| CniError::io_failure(err.to_string()))?;
+            let (result, stats) = sandbox.call_ipam(&plugin, links, Box::new(store), &request)?;
+            (Vec::new(), result, stats)
+        }
+    };
+    tracing::info!(
+        fuel = stats.fuel_consumed,
+        instantiate_us = stats.instantiate_micros,
+        call_us = stats.call_micros,
+        "plugin call cost"
+    );
+    let result = match result {
+        Some(result) => result.to_json(version)?,
+        None => Value::Null,
+    };
+    let output = json!({ "ops": ops, "result": result });
+    Ok(serde_json::to_string_pretty(&output).unwrap_or_default())
+}

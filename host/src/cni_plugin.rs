@@ -1,0 +1,95 @@
+//! CNI mode: read the environment and stdin, run the command, print the
+//! result (or the error JSON) on stdout and return the exit code.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use crate::cni::{CniCommand, CniEnv, CniError, requested_version, version_output};
+use crate::config::MultusConfig;
+use crate::delegate::Node;
+use crate::k8s::NetworkSource;
+use crate::k8s::api::ApiSource;
+use crate::k8s::local::LocalSource;
+use crate::multus::Call;
+
+/// Run one CNI command from the process environment; returns the exit code.
+pub fn main() -> i32 {
+    let mut stdin = Vec::new();
+    if let Err(err) = std::io::stdin().read_to_end(&mut stdin) {
+        let error = CniError::io_failure(format!("failed to read stdin: {err}"));
+        println!("{}", error.to_json(None));
+        return 1;
+    }
+    let (output, code) = run(std::env::vars(), &stdin);
+    if !output.is_empty() {
+        println!("{output}");
+    }
+    code
+}
+
+/// Run one CNI command; returns what to print on stdout and the exit code.
+pub fn run(vars: impl IntoIterator<Item = (String, String)>, stdin: &[u8]) -> (String, i32) {
+    let version = requested_version(stdin);
+    match dispatch(vars, stdin) {
+        Ok(output) => (output, 0),
+        Err(err) => {
+            tracing::error!(code = err.code, error = %err, "CNI command failed");
+            (err.to_json(version.as_deref()), 1)
+        }
+    }
+}
+
+fn dispatch(vars: impl IntoIterator<Item = (String, String)>, stdin: &[u8]) -> Result<String, CniError> {
+    let env = CniEnv::from_vars(vars)?;
+    if env.command == CniCommand::Version {
+        return Ok(version_output(requested_version(stdin).as_deref()));
+    }
+    let parsed = MultusConfig::parse(stdin).map_err(|err| CniError::new(err.cni_code(), err.to_string()))?;
+    let config = parsed.config;
+    let level = crate::logging::multus_level(config.log_level);
+    crate::logging::init_cni(config.log_file.as_deref(), level, config.log_to_stderr);
+    if !parsed.unknown_fields.is_empty() {
+        tracing::warn!(fields = ?parsed.unknown_fields, "unknown fields in the multus-wasm config are ignored");
+    }
+    let stdin_value: serde_json::Value = serde_json::from_slice(stdin)
+        .map_err(|err| CniError::decoding_failure(format!("error decoding network config: {err}")))?;
+    tracing::info!(command = %env.command, container = ?env.container_id, netns = ?env.netns, ifname = ?env.ifname, "CNI call");
+
+    let runtime = Arc::new(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| CniError::internal(format!("tokio runtime: {err}")))?,
+    );
+    let source: Box<dyn NetworkSource> = match &config.kubeconfig {
+        Some(kubeconfig) => Box::new(ApiSource::new(runtime.clone(), kubeconfig)?),
+        None => Box::new(LocalSource::new(&config.manifest_dir)),
+    };
+    let node = Node::new(
+        &config,
+        runtime,
+        env.container_id.as_deref().unwrap_or_default(),
+        env.netns.as_deref().unwrap_or_default(),
+        &env.cni_path,
+    )?;
+    if matches!(env.command, CniCommand::Add | CniCommand::Check) && !node.has_netns() {
+        return Err(CniError::invalid_environment(format!(
+            "netns {} does not exist",
+            env.netns.as_deref().unwrap_or_default()
+        )));
+    }
+    let call = Call {
+        config: &config,
+        env: &env,
+        source: source.as_ref(),
+        node: &node,
+    };
+    match env.command {
+        CniCommand::Add => call.add().map(|result| result.to_string()),
+        CniCommand::Del => call.del().map(|()| String::new()),
+        CniCommand::Check => call.check().map(|()| String::new()),
+        CniCommand::Gc => call.gc(&stdin_value).map(|()| String::new()),
+        CniCommand::Status => call.status().map(|()| String::new()),
+        CniCommand::Version => unreachable!("answered above"),
+    }
+}

@@ -1,0 +1,661 @@
+//! The executor: applies an accepted plan with rtnetlink and journals every
+//! op it applied with its inverse, so a failure anywhere is undone in
+//! reverse and leaves the pod as it was.
+//!
+//! Links are created directly inside the pod namespace (one RTM_NEWLINK
+//! from the host socket carrying `IFLA_NET_NS_FD`); every other op goes
+//! through the socket opened inside the pod namespace. Sysctls are written by
+//! a thread that entered the pod namespace, since `/proc/sys/net` resolves
+//! against the writer's namespace.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsFd, BorrowedFd};
+
+
+use ipnet::IpNet;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::MacVlanMode as NlMacVlanMode;
+use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol, RouteScope as NlRouteScope};
+use rtnetlink::{Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
+
+use super::handles::{Handles, NetnsFile};
+use super::op::{AddRoute, CreateMacvlan, MacAddr, MacvlanMode, Op, RouteScope};
+use super::query::{self, errno_of, is_no_such_device, libc_errno};
+
+/// Set to an op index to make the executor fail just before applying that
+/// op (a test hook for the rollback suites; never set in production).
+pub const FAULT_ENV: &str = "MULTUS_WASM_FAULT_AT_OP";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// An op failed in the kernel; everything applied before it was undone.
+    #[error("op {index} ({op}) failed: {reason}{}", undo_note(.undo_errors))]
+    Op {
+        index: usize,
+        op: String,
+        reason: String,
+        undo_errors: Vec<String>,
+    },
+    /// The test hook fired.
+    #[error("injected fault before op {index} ({op}){}", undo_note(.undo_errors))]
+    Injected {
+        index: usize,
+        op: String,
+        undo_errors: Vec<String>,
+    },
+}
+
+fn undo_note(errors: &[String]) -> String {
+    if errors.is_empty() {
+        String::new()
+    } else {
+        format!("; undoing it also failed: {}", errors.join("; "))
+    }
+}
+
+impl From<ApplyError> for crate::cni::CniError {
+    fn from(err: ApplyError) -> Self {
+        crate::cni::CniError::internal(err.to_string())
+    }
+}
+
+/// The inverse of one applied op.
+#[derive(Debug, Clone)]
+enum Undo {
+    /// The link this plan created, by index in the pod namespace.
+    DeleteLink { index: u32 },
+    Rename { index: u32, name: String },
+    SetDown { index: u32 },
+    SetMtu { index: u32, mtu: u32 },
+    SetMac { index: u32, mac: MacAddr },
+    DeleteAddress { message: AddressMessage },
+    DeleteRoute { message: RouteMessage },
+    RestoreSysctl { key: String, value: String },
+}
+
+impl Undo {
+    /// The link an undo acts on, if any.
+    fn link(&self) -> Option<u32> {
+        match self {
+            Undo::DeleteLink { index }
+            | Undo::Rename { index, .. }
+            | Undo::SetDown { index }
+            | Undo::SetMtu { index, .. }
+            | Undo::SetMac { index, .. } => Some(*index),
+            Undo::DeleteAddress { message } => Some(message.header.index),
+            Undo::DeleteRoute { .. } | Undo::RestoreSysctl { .. } => None,
+        }
+    }
+}
+
+/// What applying a plan left behind, in order.
+#[derive(Debug, Default)]
+pub struct Journal {
+    entries: Vec<Undo>,
+}
+
+impl Journal {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Indexes (in the pod namespace) of the links this plan created.
+    pub fn created_links(&self) -> Vec<u32> {
+        self.entries
+            .iter()
+            .filter_map(|undo| match undo {
+                Undo::DeleteLink { index } => Some(*index),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Applies plans in one pod namespace.
+pub struct Executor<'a> {
+    handles: &'a Handles,
+    netns: &'a NetnsFile,
+    fault_at: Option<usize>,
+}
+
+fn sandbox_handle(handles: &Handles) -> &Handle {
+    handles
+        .sandbox
+        .as_ref()
+        .expect("the executor is built only with a sandbox handle")
+}
+
+impl<'a> Executor<'a> {
+    /// An executor for the pod namespace `netns`; `handles` must include a
+    /// socket opened in it.
+    pub fn new(handles: &'a Handles, netns: &'a NetnsFile) -> Self {
+        let fault_at = std::env::var(FAULT_ENV)
+            .ok()
+            .and_then(|value| value.parse().ok());
+        Executor {
+            handles,
+            netns,
+            fault_at,
+        }
+    }
+
+    fn sandbox(&self) -> &Handle {
+        sandbox_handle(self.handles)
+    }
+
+    /// Apply `ops` in order. On failure everything applied is undone in
+    /// reverse before the error is returned; on success the journal is
+    /// returned so the caller can still undo (a later attachment failed).
+    pub fn apply(&self, ops: &[Op]) -> Result<Journal, ApplyError> {
+        let runtime = self.handles.runtime.clone();
+        runtime.block_on(async {
+            let mut journal = Journal::default();
+            for (index, op) in ops.iter().enumerate() {
+                if self.fault_at == Some(index) {
+                    let undo_errors = self.undo_async(std::mem::take(&mut journal)).await;
+                    return Err(ApplyError::Injected {
+                        index,
+                        op: op.to_string(),
+                        undo_errors,
+                    });
+                }
+                if let Err(reason) = self.apply_op(op, &mut journal).await {
+                    tracing::warn!(index, op = %op, %reason, "op failed, undoing the plan");
+                    let undo_errors = self.undo_async(std::mem::take(&mut journal)).await;
+                    return Err(ApplyError::Op {
+                        index,
+                        op: op.to_string(),
+                        reason,
+                        undo_errors,
+                    });
+                }
+            }
+            Ok(journal)
+        })
+    }
+
+    /// Undo a journal in reverse; returns the errors (it keeps going).
+    pub fn undo(&self, journal: Journal) -> Vec<String> {
+        let runtime = self.handles.runtime.clone();
+        runtime.block_on(self.undo_async(journal))
+    }
+
+    async fn undo_async(&self, journal: Journal) -> Vec<String> {
+        // Deleting a created link takes its addresses, routes and sysctls
+        // with it: skip the undos that only act on such a link.
+        let created = journal.created_links();
+        let mut errors = Vec::new();
+        for undo in journal.entries.into_iter().rev() {
+            let on_created_link = match &undo {
+                Undo::DeleteLink { .. } => false,
+                Undo::RestoreSysctl { .. } => false,
+                other => other.link().is_some_and(|index| created.contains(&index)),
+            };
+            let on_deleted_route = matches!(&undo, Undo::DeleteRoute { message }
+                if route_oif(message).is_some_and(|index| created.contains(&index)));
+            if on_created_link || on_deleted_route {
+                continue;
+            }
+            if let Err(reason) = self.undo_one(&undo).await {
+                errors.push(format!("{undo:?}: {reason}"));
+            }
+        }
+        errors
+    }
+
+    async fn undo_one(&self, undo: &Undo) -> Result<(), String> {
+        let handle = self.sandbox();
+        let ignore_gone = |err: rtnetlink::Error| {
+            if is_no_such_device(&err)
+                || errno_of(&err).is_some_and(|errno| {
+                    errno == libc_errno::ESRCH || errno == libc_errno::EADDRNOTAVAIL
+                })
+            {
+                Ok(())
+            } else {
+                Err(err.to_string())
+            }
+        };
+        match undo {
+            Undo::DeleteLink { index } => handle
+                .link()
+                .del(*index)
+                .execute()
+                .await
+                .or_else(ignore_gone),
+            Undo::Rename { index, name } => handle
+                .link()
+                .set(LinkUnspec::new_with_index(*index).name(name.clone()).build())
+                .execute()
+                .await
+                .or_else(ignore_gone),
+            Undo::SetDown { index } => handle
+                .link()
+                .set(LinkUnspec::new_with_index(*index).down().build())
+                .execute()
+                .await
+                .or_else(ignore_gone),
+            Undo::SetMtu { index, mtu } => handle
+                .link()
+                .set(LinkUnspec::new_with_index(*index).mtu(*mtu).build())
+                .execute()
+                .await
+                .or_else(ignore_gone),
+            Undo::SetMac { index, mac } => handle
+                .link()
+                .set(LinkUnspec::new_with_index(*index).address(mac.0.to_vec()).build())
+                .execute()
+                .await
+                .or_else(ignore_gone),
+            Undo::DeleteAddress { message } => handle
+                .address()
+                .del(message.clone())
+                .execute()
+                .await
+                .or_else(ignore_gone),
+            Undo::DeleteRoute { message } => handle
+                .route()
+                .del(message.clone())
+                .execute()
+                .await
+                .or_else(ignore_gone),
+            Undo::RestoreSysctl { key, value } => {
+                write_sysctl(self.netns.as_fd(), key, value).map(|_| ())
+            }
+        }
+    }
+
+    async fn index_of(&self, name: &str) -> Result<u32, String> {
+        match query::link_by_name(self.sandbox(), name).await {
+            Ok(Some(link)) => Ok(link.index),
+            Ok(None) => Err(format!("link {name} not found in the pod")),
+            Err(err) => Err(format!("looking up {name}: {err}")),
+        }
+    }
+
+    async fn apply_op(&self, op: &Op, journal: &mut Journal) -> Result<(), String> {
+        let handle = self.sandbox();
+        match op {
+            Op::CreateMacvlan(create) => self.create_macvlan(create, journal).await,
+            Op::RenameLink { name, new_name } => {
+                let index = self.index_of(name).await?;
+                handle
+                    .link()
+                    .set(LinkUnspec::new_with_index(index).name(new_name.clone()).build())
+                    .execute()
+                    .await
+                    .map_err(|err| {
+                        if errno_of(&err) == Some(libc_errno::EEXIST) {
+                            format!("failed to rename {name} to {new_name:?}: file exists")
+                        } else {
+                            format!("failed to rename {name} to {new_name:?}: {err}")
+                        }
+                    })?;
+                journal.entries.push(Undo::Rename {
+                    index,
+                    name: name.clone(),
+                });
+                Ok(())
+            }
+            Op::SetLinkUp { link } => {
+                let index = self.index_of(link).await?;
+                handle
+                    .link()
+                    .set(LinkUnspec::new_with_index(index).up().build())
+                    .execute()
+                    .await
+                    .map_err(|err| format!("failed to set {link} up: {err}"))?;
+                journal.entries.push(Undo::SetDown { index });
+                Ok(())
+            }
+            Op::SetMtu { link, mtu } => {
+                let current = query::link_by_name(handle, link)
+                    .await
+                    .map_err(|err| err.to_string())?
+                    .ok_or_else(|| format!("link {link} not found in the pod"))?;
+                handle
+                    .link()
+                    .set(LinkUnspec::new_with_index(current.index).mtu(*mtu).build())
+                    .execute()
+                    .await
+                    .map_err(|err| format!("failed to set the MTU of {link} to {mtu}: {err}"))?;
+                journal.entries.push(Undo::SetMtu {
+                    index: current.index,
+                    mtu: current.mtu,
+                });
+                Ok(())
+            }
+            Op::SetMac { link, mac } => {
+                let current = query::link_by_name(handle, link)
+                    .await
+                    .map_err(|err| err.to_string())?
+                    .ok_or_else(|| format!("link {link} not found in the pod"))?;
+                handle
+                    .link()
+                    .set(
+                        LinkUnspec::new_with_index(current.index)
+                            .address(mac.0.to_vec())
+                            .build(),
+                    )
+                    .execute()
+                    .await
+                    .map_err(|err| format!("failed to set the MAC of {link} to {mac}: {err}"))?;
+                if let Some(previous) = current.mac {
+                    journal.entries.push(Undo::SetMac {
+                        index: current.index,
+                        mac: previous,
+                    });
+                }
+                Ok(())
+            }
+            Op::AddAddress { link, address } => {
+                let index = self.index_of(link).await?;
+                let request = handle.address().add(index, address.addr(), address.prefix_len());
+                let message = address_message(index, *address);
+                request
+                    .execute()
+                    .await
+                    .map_err(|err| format!("failed to add IP addr {address} to {link:?}: {err}"))?;
+                journal.entries.push(Undo::DeleteAddress { message });
+                Ok(())
+            }
+            Op::AddRoute(route) => {
+                let index = self.index_of(&route.link).await?;
+                let message = route_message(route, index);
+                handle
+                    .route()
+                    .add(message.clone())
+                    .execute()
+                    .await
+                    .map_err(|err| format!("failed to add route '{}': {err}", describe_route(route)))?;
+                journal.entries.push(Undo::DeleteRoute { message });
+                Ok(())
+            }
+            Op::SetSysctl { key, value } => {
+                let previous = write_sysctl(self.netns.as_fd(), key, value)?;
+                journal.entries.push(Undo::RestoreSysctl {
+                    key: key.clone(),
+                    value: previous,
+                });
+                Ok(())
+            }
+            Op::DeleteLink { link } => match query::link_by_name(handle, link).await {
+                Ok(Some(found)) => handle
+                    .link()
+                    .del(found.index)
+                    .execute()
+                    .await
+                    .or_else(|err| {
+                        if is_no_such_device(&err) {
+                            Ok(())
+                        } else {
+                            Err(format!("failed to delete {link}: {err}"))
+                        }
+                    }),
+                Ok(None) => Ok(()),
+                Err(err) => Err(format!("looking up {link}: {err}")),
+            },
+        }
+    }
+
+    async fn create_macvlan(&self, create: &CreateMacvlan, journal: &mut Journal) -> Result<(), String> {
+        let master_handle = if create.master_in_sandbox {
+            self.sandbox()
+        } else {
+            &self.handles.host
+        };
+        let master = query::link_by_name(master_handle, &create.master)
+            .await
+            .map_err(|err| format!("failed to lookup master {:?}: {err}", create.master))?
+            .ok_or_else(|| format!("failed to lookup master {:?}: Link not found", create.master))?;
+        let mut builder = LinkMacVlan::new(&create.name, master.index, nl_mode(create.mode));
+        if let Some(mtu) = create.mtu.filter(|mtu| *mtu > 0) {
+            builder = builder.mtu(mtu);
+        }
+        if let Some(mac) = create.mac {
+            builder = builder.address(mac.0.to_vec());
+        }
+        let creator = if create.master_in_sandbox {
+            self.sandbox()
+        } else {
+            builder = builder.setns_by_fd(self.netns.raw_fd());
+            &self.handles.host
+        };
+        creator
+            .link()
+            .add(builder.build())
+            .execute()
+            .await
+            .map_err(|err| {
+                if errno_of(&err) == Some(libc_errno::EEXIST) {
+                    format!("failed to create macvlan {}: file exists", create.name)
+                } else {
+                    format!("failed to create macvlan {}: {err}", create.name)
+                }
+            })?;
+        let index = self.index_of(&create.name).await?;
+        journal.entries.push(Undo::DeleteLink { index });
+        Ok(())
+    }
+}
+
+fn nl_mode(mode: MacvlanMode) -> NlMacVlanMode {
+    match mode {
+        MacvlanMode::Bridge => NlMacVlanMode::Bridge,
+        MacvlanMode::Private => NlMacVlanMode::Private,
+        MacvlanMode::Vepa => NlMacVlanMode::Vepa,
+        MacvlanMode::Passthru => NlMacVlanMode::Passthrough,
+        MacvlanMode::Source => NlMacVlanMode::Source,
+    }
+}
+
+fn address_message(index: u32, address: IpNet) -> AddressMessage {
+    let mut message = AddressMessage::default();
+    message.header.index = index;
+    message.header.prefix_len = address.prefix_len();
+    message.header.family = match address {
+        IpNet::V4(_) => rtnetlink::packet_route::AddressFamily::Inet,
+        IpNet::V6(_) => rtnetlink::packet_route::AddressFamily::Inet6,
+    };
+    message
+        .attributes
+        .push(AddressAttribute::Address(address.addr()));
+    if let IpNet::V4(_) = address {
+        message.attributes.push(AddressAttribute::Local(address.addr()));
+    }
+    message
+}
+
+fn route_scope(scope: RouteScope) -> NlRouteScope {
+    match scope {
+        RouteScope::Universe => NlRouteScope::Universe,
+        RouteScope::Site => NlRouteScope::Site,
+        RouteScope::Link => NlRouteScope::Link,
+        RouteScope::Host => NlRouteScope::Host,
+    }
+}
+
+/// The route as the reference installs it: main table unless given,
+/// protocol boot, the gateway when there is one (else a device route).
+fn route_message(route: &AddRoute, index: u32) -> RouteMessage {
+    let mut message = match (route.dst, route.gateway) {
+        (IpNet::V4(dst), gateway) => {
+            let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(dst.network(), dst.prefix_len())
+                .output_interface(index);
+            if let Some(IpAddr::V4(gateway)) = gateway {
+                builder = builder.gateway(gateway);
+            }
+            builder.build()
+        }
+        (IpNet::V6(dst), gateway) => {
+            let mut builder = RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(dst.network(), dst.prefix_len())
+                .output_interface(index);
+            if let Some(IpAddr::V6(gateway)) = gateway {
+                builder = builder.gateway(gateway);
+            }
+            builder.build()
+        }
+    };
+    message.header.protocol = RouteProtocol::Boot;
+    if let Some(scope) = route.scope {
+        message.header.scope = route_scope(scope);
+    }
+    if let Some(metric) = route.metric {
+        message
+            .attributes
+            .push(rtnetlink::packet_route::route::RouteAttribute::Priority(metric));
+    }
+    if let Some(table) = route.table {
+        if table < 256 {
+            message.header.table = table as u8;
+        } else {
+            message.header.table = 252; // RT_TABLE_COMPAT: the attribute carries it
+        }
+        message
+            .attributes
+            .push(rtnetlink::packet_route::route::RouteAttribute::Table(table));
+    }
+    message
+}
+
+fn route_oif(message: &RouteMessage) -> Option<u32> {
+    message.attributes.iter().find_map(|attribute| match attribute {
+        rtnetlink::packet_route::route::RouteAttribute::Oif(index) => Some(*index),
+        _ => None,
+    })
+}
+
+fn describe_route(route: &AddRoute) -> String {
+    let mut text = route.dst.to_string();
+    if let Some(gateway) = route.gateway {
+        text.push_str(&format!(" via {gateway}"));
+    }
+    text.push_str(&format!(" dev {}", route.link));
+    if let Some(metric) = route.metric {
+        text.push_str(&format!(" metric {metric}"));
+    }
+    text
+}
+
+/// Write `/proc/sys/<key>` as seen from the pod namespace; returns the
+/// previous value. The key was checked by the policy (no `..`, fixed shape).
+pub fn write_sysctl(netns: BorrowedFd<'_>, key: &str, value: &str) -> Result<String, String> {
+    let path = format!("/proc/sys/{key}");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                rustix::thread::move_into_link_name_space(
+                    netns,
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .map_err(|errno| format!("entering the pod namespace: {errno}"))?;
+                let previous = std::fs::read_to_string(&path)
+                    .map_err(|err| format!("failed to read {path}: {err}"))?;
+                std::fs::write(&path, value)
+                    .map_err(|err| format!("failed to write {value:?} to {path}: {err}"))?;
+                Ok(previous.trim_end_matches('\n').to_string())
+            })
+            .join()
+            .unwrap_or_else(|_| Err("sysctl thread panicked".into()))
+    })
+}
+
+/// The MAC of `name` in the pod, for filling results from the kernel.
+pub fn link_mac(handles: &Handles, name: &str) -> Option<MacAddr> {
+    let handle = handles.sandbox.as_ref()?;
+    handles
+        .runtime
+        .block_on(query::link_by_name(handle, name))
+        .ok()
+        .flatten()
+        .and_then(|link| link.mac)
+}
+
+/// Delete the default routes of `family` (`0.0.0.0/0`, `::/0`) through
+/// `ifname` in the pod; returns how many were deleted.
+pub fn remove_default_routes(handles: &Handles, ifname: &str, ipv6: bool) -> Result<usize, String> {
+    let Some(handle) = handles.sandbox.as_ref() else {
+        return Ok(0);
+    };
+    handles.runtime.block_on(async {
+        let Some(link) = query::link_by_name(handle, ifname)
+            .await
+            .map_err(|err| err.to_string())?
+        else {
+            return Ok(0);
+        };
+        let request = if ipv6 {
+            RouteMessageBuilder::<Ipv6Addr>::new().build()
+        } else {
+            RouteMessageBuilder::<Ipv4Addr>::new().build()
+        };
+        let routes: Vec<RouteMessage> = futures::TryStreamExt::try_collect(handle.route().get(request).execute())
+            .await
+            .map_err(|err| err.to_string())?;
+        let mut deleted = 0;
+        for route in routes {
+            if route.header.destination_prefix_length == 0
+                && route.header.table == 254
+                && route_oif(&route) == Some(link.index)
+            {
+                handle
+                    .route()
+                    .del(route)
+                    .execute()
+                    .await
+                    .map_err(|err| format!("deleting a default route of {ifname}: {err}"))?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    })
+}
+
+/// Add a default route via `gateway` through `ifname` in the pod (an
+/// existing identical route is fine).
+pub fn add_default_route(handles: &Handles, ifname: &str, gateway: IpAddr) -> Result<(), String> {
+    let Some(handle) = handles.sandbox.as_ref() else {
+        return Err("no pod namespace".into());
+    };
+    handles.runtime.block_on(async {
+        let link = query::link_by_name(handle, ifname)
+            .await
+            .map_err(|err| err.to_string())?
+            .ok_or_else(|| format!("{ifname} not found in the pod"))?;
+        let dst = match gateway {
+            IpAddr::V4(_) => IpNet::V4(Default::default()),
+            IpAddr::V6(_) => IpNet::V6(Default::default()),
+        };
+        let route = AddRoute {
+            link: ifname.into(),
+            dst,
+            gateway: Some(gateway),
+            metric: None,
+            table: None,
+            scope: None,
+        };
+        match handle.route().add(route_message(&route, link.index)).execute().await {
+            Ok(()) => Ok(()),
+            Err(err) if errno_of(&err) == Some(libc_errno::EEXIST) => Ok(()),
+            Err(err) => Err(format!("adding default route via {gateway} dev {ifname}: {err}")),
+        }
+    })
+}
+
+/// Whether a link of this name exists in the pod.
+pub fn link_exists(handles: &Handles, name: &str) -> Result<bool, String> {
+    let Some(handle) = handles.sandbox.as_ref() else {
+        return Ok(false);
+    };
+    handles
+        .runtime
+        .block_on(query::link_by_name(handle, name))
+        .map(|link| link.is_some())
+        .map_err(|err| err.to_string())
+}

@@ -1,0 +1,406 @@
+//! The policy every plan passes before anything is applied.
+//!
+//! A plan may touch only the sandbox and only the interface its attachment
+//! creates: `CNI_IFNAME`, or a temporary name that the same plan creates and
+//! then renames to `CNI_IFNAME`. In the host namespace it may only name the
+//! master of the one link it creates (and, when the operator lists
+//! `allowedMasters`, only one of those). Sysctls are limited to the
+//! interface's own `net/ipv4|ipv6/conf/<ifname>/<leaf>`. An ADD plan deletes
+//! nothing; a DEL plan only deletes `CNI_IFNAME`; CHECK, STATUS and GC plans
+//! change nothing. A plan that breaks any rule is refused whole.
+//!
+//! Architecture Invariant: the executor applies only plans this module has
+//! accepted; this module is pure (no kernel access), so every rule is unit
+//! tested.
+
+use std::collections::HashSet;
+
+use super::op::Op;
+use crate::cni::validate_interface_name;
+use crate::sandbox::PluginCommand;
+
+/// What a plan is checked against.
+#[derive(Debug, Clone)]
+pub struct PolicyContext<'a> {
+    pub command: PluginCommand,
+    /// `CNI_IFNAME` of the attachment.
+    pub ifname: &'a str,
+    /// `allowedMasters` from the host config; `None` allows any existing master.
+    pub allowed_masters: Option<&'a [String]>,
+}
+
+/// A refused plan: which op broke which rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("plan refused by policy: op {index} ({op}): {reason}")]
+pub struct PolicyViolation {
+    pub index: usize,
+    pub op: String,
+    pub reason: String,
+}
+
+/// CNI code of a policy refusal (plugin-specific range).
+pub const POLICY_CODE: u32 = 107;
+
+impl From<PolicyViolation> for crate::cni::CniError {
+    fn from(violation: PolicyViolation) -> Self {
+        crate::cni::CniError::new(POLICY_CODE, violation.to_string())
+    }
+}
+
+/// A link name the kernel accepts: 1-15 bytes, no `/`, `:` or whitespace,
+/// not `.` or `..`.
+fn check_name(name: &str) -> Result<(), String> {
+    validate_interface_name(name).map_err(|err| err.msg)
+}
+
+/// Check `ops` against the policy; `Ok` means the plan may be applied.
+pub fn check(ops: &[Op], context: &PolicyContext<'_>) -> Result<(), PolicyViolation> {
+    let ifname = context.ifname;
+    let violation = |index: usize, op: &Op, reason: String| PolicyViolation {
+        index,
+        op: op.to_string(),
+        reason,
+    };
+    match context.command {
+        PluginCommand::Check | PluginCommand::Status | PluginCommand::Gc => {
+            if let Some(op) = ops.first() {
+                return Err(violation(
+                    0,
+                    op,
+                    "CHECK, STATUS and GC plans may not change anything".into(),
+                ));
+            }
+            return Ok(());
+        }
+        PluginCommand::Del => {
+            for (index, op) in ops.iter().enumerate() {
+                match op {
+                    Op::DeleteLink { link } if link == ifname => {}
+                    Op::DeleteLink { link } => {
+                        return Err(violation(
+                            index,
+                            op,
+                            format!("a DEL plan may only delete {ifname}, not {link}"),
+                        ));
+                    }
+                    _ => {
+                        return Err(violation(
+                            index,
+                            op,
+                            format!("a DEL plan may only delete {ifname}"),
+                        ));
+                    }
+                }
+            }
+            return Ok(());
+        }
+        PluginCommand::Add => {}
+    }
+
+    // Temporary names: created by this plan and renamed to CNI_IFNAME later in it.
+    let renamed_to_ifname: HashSet<&str> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::RenameLink { name, new_name } if new_name == ifname => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut live: HashSet<&str> = HashSet::new();
+    let mut created = false;
+    let ours = |live: &HashSet<&str>, link: &str| -> Result<(), String> {
+        check_name(link)?;
+        if link == ifname || live.contains(link) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{link} is not the interface this attachment creates ({ifname})"
+            ))
+        }
+    };
+
+    for (index, op) in ops.iter().enumerate() {
+        let outcome: Result<(), String> = match op {
+            Op::CreateMacvlan(create) => (|| {
+                if created {
+                    return Err("a plan may create only one link".into());
+                }
+                check_name(&create.name)?;
+                check_name(&create.master)?;
+                if create.name != ifname && !renamed_to_ifname.contains(create.name.as_str()) {
+                    return Err(format!(
+                        "the link must be named {ifname} or renamed to it by the same plan, not {}",
+                        create.name
+                    ));
+                }
+                if create.master == create.name || create.master == ifname {
+                    return Err(format!("{} cannot be its own master", create.master));
+                }
+                if !create.master_in_sandbox
+                    && let Some(allowed) = context.allowed_masters
+                    && !allowed.iter().any(|master| master == &create.master)
+                {
+                    return Err(format!(
+                        "master {} is not in allowedMasters {:?}",
+                        create.master, allowed
+                    ));
+                }
+                created = true;
+                if create.name != ifname {
+                    live.insert(create.name.as_str());
+                }
+                Ok(())
+            })(),
+            Op::RenameLink { name, new_name } => (|| {
+                check_name(new_name)?;
+                if new_name != ifname {
+                    return Err(format!("links may only be renamed to {ifname}"));
+                }
+                if !live.remove(name.as_str()) {
+                    return Err(format!("{name} is not a link this plan created"));
+                }
+                Ok(())
+            })(),
+            Op::SetLinkUp { link }
+            | Op::SetMtu { link, .. }
+            | Op::SetMac { link, .. }
+            | Op::AddAddress { link, .. } => ours(&live, link),
+            Op::AddRoute(route) => ours(&live, &route.link),
+            Op::SetSysctl { key, value } => (|| {
+                let link = sysctl_interface(key).ok_or_else(|| {
+                    format!("sysctl {key} is outside net/ipv4|ipv6/conf/<interface>/<name>")
+                })?;
+                ours(&live, link)?;
+                if value.len() > 64 || value.chars().any(|c| c.is_control()) {
+                    return Err("sysctl values are short single-line strings".into());
+                }
+                Ok(())
+            })(),
+            Op::DeleteLink { .. } => Err("an ADD plan may not delete links".into()),
+        };
+        outcome.map_err(|reason| violation(index, op, reason))?;
+    }
+    Ok(())
+}
+
+/// The interface a sysctl key is under, if it has the allowed shape
+/// `net/ipv4/conf/<ifname>/<leaf>` or `net/ipv6/conf/<ifname>/<leaf>`.
+pub fn sysctl_interface(key: &str) -> Option<&str> {
+    let mut parts = key.split('/');
+    let (Some("net"), Some(family), Some("conf"), Some(interface), Some(leaf), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let leaf_ok = !leaf.is_empty()
+        && leaf
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
+    let interface_ok = !matches!(interface, "all" | "default" | "." | ".." | "");
+    (matches!(family, "ipv4" | "ipv6") && leaf_ok && interface_ok).then_some(interface)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::op::{AddRoute, CreateMacvlan, MacvlanMode};
+
+    fn create(name: &str, master: &str) -> Op {
+        Op::CreateMacvlan(CreateMacvlan {
+            name: name.into(),
+            master: master.into(),
+            master_in_sandbox: false,
+            mode: MacvlanMode::Bridge,
+            mtu: None,
+            mac: None,
+        })
+    }
+
+    fn add_context() -> PolicyContext<'static> {
+        PolicyContext {
+            command: PluginCommand::Add,
+            ifname: "net1",
+            allowed_masters: None,
+        }
+    }
+
+    fn seed_plan() -> Vec<Op> {
+        vec![
+            create("net1", "ens3"),
+            Op::SetSysctl {
+                key: "net/ipv4/conf/net1/arp_notify".into(),
+                value: "1".into(),
+            },
+            Op::AddAddress {
+                link: "net1".into(),
+                address: "192.168.1.200/24".parse().unwrap(),
+            },
+            Op::SetLinkUp {
+                link: "net1".into(),
+            },
+            Op::AddRoute(AddRoute {
+                link: "net1".into(),
+                dst: "0.0.0.0/0".parse().unwrap(),
+                gateway: Some("192.168.1.1".parse().unwrap()),
+                metric: None,
+                table: None,
+                scope: None,
+            }),
+        ]
+    }
+
+    #[test]
+    fn the_seed_plan_is_accepted() {
+        check(&seed_plan(), &add_context()).unwrap();
+    }
+
+    #[test]
+    fn a_temporary_name_is_accepted_only_when_renamed_to_ifname() {
+        let plan = vec![
+            create("mv1234abcd", "ens3"),
+            Op::RenameLink {
+                name: "mv1234abcd".into(),
+                new_name: "net1".into(),
+            },
+            Op::SetLinkUp {
+                link: "net1".into(),
+            },
+        ];
+        check(&plan, &add_context()).unwrap();
+        let never_renamed = vec![create("mv1234abcd", "ens3")];
+        let err = check(&never_renamed, &add_context()).unwrap_err();
+        assert_eq!(err.index, 0);
+        assert!(err.reason.contains("renamed"), "{err}");
+        let used_after_rename = vec![
+            create("mvtmp", "ens3"),
+            Op::RenameLink {
+                name: "mvtmp".into(),
+                new_name: "net1".into(),
+            },
+            Op::SetLinkUp {
+                link: "mvtmp".into(),
+            },
+        ];
+        assert_eq!(check(&used_after_rename, &add_context()).unwrap_err().index, 2);
+    }
+
+    #[test]
+    fn hostile_plans_are_refused_naming_the_op() {
+        let cases: Vec<(Vec<Op>, usize, &str)> = vec![
+            (
+                vec![Op::SetLinkUp { link: "eth0".into() }],
+                0,
+                "not the interface",
+            ),
+            (
+                vec![create("net1", "ens3"), create("net1", "ens3")],
+                1,
+                "only one link",
+            ),
+            (
+                vec![Op::SetSysctl {
+                    key: "net/ipv4/ip_forward".into(),
+                    value: "1".into(),
+                }],
+                0,
+                "outside",
+            ),
+            (
+                vec![Op::SetSysctl {
+                    key: "net/ipv4/conf/all/forwarding".into(),
+                    value: "1".into(),
+                }],
+                0,
+                "outside",
+            ),
+            (
+                vec![Op::SetSysctl {
+                    key: "net/ipv4/conf/eth0/forwarding".into(),
+                    value: "1".into(),
+                }],
+                0,
+                "not the interface",
+            ),
+            (
+                vec![Op::SetSysctl {
+                    key: "net/ipv4/conf/net1/../../../kernel/x".into(),
+                    value: "1".into(),
+                }],
+                0,
+                "outside",
+            ),
+            (
+                vec![create("net1", "net1")],
+                0,
+                "its own master",
+            ),
+            (
+                vec![create("averyveryverylongname", "ens3")],
+                0,
+                "",
+            ),
+            (
+                vec![Op::DeleteLink { link: "net1".into() }],
+                0,
+                "may not delete",
+            ),
+            (
+                vec![Op::RenameLink {
+                    name: "eth0".into(),
+                    new_name: "net1".into(),
+                }],
+                0,
+                "not a link this plan created",
+            ),
+        ];
+        for (plan, index, reason) in cases {
+            let err = check(&plan, &add_context()).unwrap_err();
+            assert_eq!(err.index, index, "{err}");
+            assert!(err.reason.contains(reason), "{err}");
+        }
+    }
+
+    #[test]
+    fn masters_outside_allowed_masters_are_refused() {
+        let allowed = vec!["ens3".to_string()];
+        let context = PolicyContext {
+            allowed_masters: Some(&allowed),
+            ..add_context()
+        };
+        check(&seed_plan(), &context).unwrap();
+        let err = check(&[create("net1", "eth0")], &context).unwrap_err();
+        assert!(err.reason.contains("allowedMasters"), "{err}");
+    }
+
+    #[test]
+    fn del_check_status_and_gc_plans_are_limited() {
+        let del = PolicyContext {
+            command: PluginCommand::Del,
+            ..add_context()
+        };
+        check(&[Op::DeleteLink { link: "net1".into() }], &del).unwrap();
+        assert!(check(&[Op::DeleteLink { link: "eth0".into() }], &del).is_err());
+        assert!(check(&seed_plan(), &del).is_err());
+        for command in [PluginCommand::Check, PluginCommand::Status, PluginCommand::Gc] {
+            let context = PolicyContext {
+                command,
+                ..add_context()
+            };
+            check(&[], &context).unwrap();
+            assert!(check(&[Op::SetLinkUp { link: "net1".into() }], &context).is_err());
+        }
+    }
+
+    #[test]
+    fn sysctl_keys_name_their_interface() {
+        assert_eq!(sysctl_interface("net/ipv6/conf/net1/ndisc_notify"), Some("net1"));
+        assert_eq!(sysctl_interface("net/ipv4/conf/net1/arp_notify"), Some("net1"));
+        assert_eq!(sysctl_interface("net/ipv4/neigh/net1/x"), None);
+        assert_eq!(sysctl_interface("net/ipv4/conf/default/arp_notify"), None);
+        assert_eq!(sysctl_interface("net/ipv4/conf/net1/ARP"), None);
+    }
+}

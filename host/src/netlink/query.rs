@@ -1,0 +1,317 @@
+//! Read-only queries against the kernel: links, default routes, addresses
+//! and routes, in the host or the pod namespace. They answer the guests'
+//! `links` imports and the executor's lookups.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
+    LinkMessage, MacVlanMode as NlMacVlanMode,
+};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+use super::handles::Handles;
+use super::op::{IpFamily, LinkInfo, MacAddr, MacvlanMode, Netns};
+use crate::cni::Route;
+
+const RT_TABLE_MAIN: u32 = 254;
+
+/// A link by name; `None` when there is no such link.
+pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkInfo>, rtnetlink::Error> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(message)) => Ok(Some(link_info(&message))),
+        Ok(None) => Ok(None),
+        Err(err) if is_no_such_device(&err) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// A link by index; `None` when there is no such link.
+pub async fn link_by_index(handle: &Handle, index: u32) -> Result<Option<LinkInfo>, rtnetlink::Error> {
+    let mut links = handle.link().get().match_index(index).execute();
+    match links.try_next().await {
+        Ok(Some(message)) => Ok(Some(link_info(&message))),
+        Ok(None) => Ok(None),
+        Err(err) if is_no_such_device(&err) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// ENODEV, or the kernel's other ways of saying the link is not there.
+pub fn is_no_such_device(err: &rtnetlink::Error) -> bool {
+    errno_of(err).is_some_and(|errno| errno == libc_errno::ENODEV || errno == libc_errno::ENOENT)
+}
+
+/// The positive errno of a kernel error reply.
+pub fn errno_of(err: &rtnetlink::Error) -> Option<i32> {
+    match err {
+        rtnetlink::Error::NetlinkError(message) => message.code.map(|code| -code.get()),
+        _ => None,
+    }
+}
+
+pub mod libc_errno {
+    pub const ENOENT: i32 = 2;
+    pub const ESRCH: i32 = 3;
+    pub const ENODEV: i32 = 19;
+    pub const EEXIST: i32 = 17;
+    pub const EADDRNOTAVAIL: i32 = 99;
+}
+
+fn link_info(message: &LinkMessage) -> LinkInfo {
+    let mut info = LinkInfo {
+        name: String::new(),
+        index: message.header.index,
+        mtu: 0,
+        mac: None,
+        kind: String::new(),
+        up: message.header.flags.contains(LinkFlags::Up),
+        macvlan_mode: None,
+    };
+    for attribute in &message.attributes {
+        match attribute {
+            LinkAttribute::IfName(name) => info.name = name.clone(),
+            LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
+            LinkAttribute::Address(bytes) if bytes.len() == 6 => {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(bytes);
+                info.mac = Some(MacAddr(mac));
+            }
+            LinkAttribute::LinkInfo(infos) => {
+                for item in infos {
+                    match item {
+                        NlLinkInfo::Kind(kind) => info.kind = kind_name(kind),
+                        NlLinkInfo::Data(InfoData::MacVlan(data)) => {
+                            for entry in data {
+                                if let InfoMacVlan::Mode(mode) = entry {
+                                    info.macvlan_mode = macvlan_mode(*mode);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    info
+}
+
+fn kind_name(kind: &InfoKind) -> String {
+    match kind {
+        InfoKind::MacVlan => "macvlan".into(),
+        InfoKind::MacVtap => "macvtap".into(),
+        InfoKind::Veth => "veth".into(),
+        InfoKind::Bridge => "bridge".into(),
+        InfoKind::Dummy => "dummy".into(),
+        InfoKind::IpVlan => "ipvlan".into(),
+        InfoKind::Vlan => "vlan".into(),
+        InfoKind::Vxlan => "vxlan".into(),
+        InfoKind::Other(name) => name.clone(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+fn macvlan_mode(mode: NlMacVlanMode) -> Option<MacvlanMode> {
+    match mode {
+        NlMacVlanMode::Bridge => Some(MacvlanMode::Bridge),
+        NlMacVlanMode::Private => Some(MacvlanMode::Private),
+        NlMacVlanMode::Vepa => Some(MacvlanMode::Vepa),
+        NlMacVlanMode::Passthrough => Some(MacvlanMode::Passthru),
+        NlMacVlanMode::Source => Some(MacvlanMode::Source),
+        _ => None,
+    }
+}
+
+/// Every route of `family` in the kernel's main table.
+async fn main_table_routes(handle: &Handle, family: IpFamily) -> Result<Vec<RouteMessage>, rtnetlink::Error> {
+    let query = match family {
+        IpFamily::V4 => RouteMessageBuilder::<Ipv4Addr>::new().build(),
+        IpFamily::V6 => RouteMessageBuilder::<Ipv6Addr>::new().build(),
+    };
+    let routes: Vec<RouteMessage> = handle.route().get(query).execute().try_collect().await?;
+    Ok(routes.into_iter().filter(|route| route_table(route) == RT_TABLE_MAIN).collect())
+}
+
+fn route_table(route: &RouteMessage) -> u32 {
+    route
+        .attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            RouteAttribute::Table(table) => Some(*table),
+            _ => None,
+        })
+        .unwrap_or(route.header.table as u32)
+}
+
+fn route_address(address: &RouteAddress) -> Option<IpAddr> {
+    match address {
+        RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
+        RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    }
+}
+
+fn route_oif(route: &RouteMessage) -> Option<u32> {
+    route.attributes.iter().find_map(|attribute| match attribute {
+        RouteAttribute::Oif(index) => Some(*index),
+        _ => None,
+    })
+}
+
+/// The link of the first default route of `family` (main table).
+pub async fn default_route_link(handle: &Handle, family: IpFamily) -> Result<Option<LinkInfo>, rtnetlink::Error> {
+    for route in main_table_routes(handle, family).await? {
+        if route.header.destination_prefix_length != 0 {
+            continue;
+        }
+        if let Some(index) = route_oif(&route) {
+            return link_by_index(handle, index).await;
+        }
+    }
+    Ok(None)
+}
+
+/// Addresses (with prefix length) on the link `name`.
+pub async fn addresses(handle: &Handle, name: &str) -> Result<Vec<IpNet>, rtnetlink::Error> {
+    let Some(link) = link_by_name(handle, name).await? else {
+        return Ok(Vec::new());
+    };
+    let messages: Vec<_> = handle
+        .address()
+        .get()
+        .set_link_index_filter(link.index)
+        .execute()
+        .try_collect()
+        .await?;
+    let mut result = Vec::new();
+    for message in messages {
+        if message.header.index != link.index {
+            continue;
+        }
+        let local = message.attributes.iter().find_map(|attribute| match attribute {
+            AddressAttribute::Local(ip) => Some(*ip),
+            _ => None,
+        });
+        let address = local.or_else(|| {
+            message.attributes.iter().find_map(|attribute| match attribute {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            })
+        });
+        if let Some(ip) = address
+            && let Ok(net) = IpNet::new(ip, message.header.prefix_len)
+        {
+            result.push(net);
+        }
+    }
+    Ok(result)
+}
+
+/// Routes through the link `name` in the main table, both families.
+pub async fn routes(handle: &Handle, name: &str) -> Result<Vec<Route>, rtnetlink::Error> {
+    let Some(link) = link_by_name(handle, name).await? else {
+        return Ok(Vec::new());
+    };
+    let mut result = Vec::new();
+    for family in [IpFamily::V4, IpFamily::V6] {
+        for route in main_table_routes(handle, family).await? {
+            if route_oif(&route) != Some(link.index) {
+                continue;
+            }
+            let destination = route.attributes.iter().find_map(|attribute| match attribute {
+                RouteAttribute::Destination(address) => route_address(address),
+                _ => None,
+            });
+            let destination = destination.unwrap_or(match family {
+                IpFamily::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpFamily::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            });
+            let Ok(dst) = IpNet::new(destination, route.header.destination_prefix_length) else {
+                continue;
+            };
+            let gw = route.attributes.iter().find_map(|attribute| match attribute {
+                RouteAttribute::Gateway(address) => route_address(address),
+                _ => None,
+            });
+            let priority = route.attributes.iter().find_map(|attribute| match attribute {
+                RouteAttribute::Priority(priority) => Some(*priority),
+                _ => None,
+            });
+            result.push(Route {
+                dst,
+                gw,
+                mtu: None,
+                advmss: None,
+                priority,
+                table: None,
+                scope: None,
+            });
+        }
+    }
+    Ok(result)
+}
+
+/// Link queries against the kernel, for guests: the host namespace and,
+/// when there is one, the pod's. Errors read as "nothing there" to the guest
+/// and are logged.
+pub struct KernelLinks {
+    handles: Handles,
+}
+
+impl KernelLinks {
+    pub fn new(handles: Handles) -> Self {
+        KernelLinks { handles }
+    }
+
+    fn handle(&self, netns: Netns) -> Option<&Handle> {
+        match netns {
+            Netns::Host => Some(&self.handles.host),
+            Netns::Sandbox => self.handles.sandbox.as_ref(),
+        }
+    }
+
+    fn run<T: Default>(
+        &self,
+        netns: Netns,
+        what: &str,
+        query: impl AsyncFnOnce(&Handle) -> Result<T, rtnetlink::Error>,
+    ) -> T {
+        let Some(handle) = self.handle(netns) else {
+            return T::default();
+        };
+        match self.handles.runtime.block_on(query(handle)) {
+            Ok(value) => value,
+            Err(err) => {
+                tracing::warn!(?netns, query = what, error = %err, "link query failed");
+                T::default()
+            }
+        }
+    }
+}
+
+impl crate::sandbox::LinkQueries for KernelLinks {
+    fn get_link(&mut self, netns: Netns, name: &str) -> Option<LinkInfo> {
+        self.run(netns, "get-link", async |handle| link_by_name(handle, name).await)
+    }
+
+    fn default_route_link(&mut self, netns: Netns, family: IpFamily) -> Option<LinkInfo> {
+        self.run(netns, "default-route-link", async |handle| {
+            default_route_link(handle, family).await
+        })
+    }
+
+    fn addresses(&mut self, netns: Netns, name: &str) -> Vec<IpNet> {
+        self.run(netns, "addresses", async |handle| addresses(handle, name).await)
+    }
+
+    fn routes(&mut self, netns: Netns, name: &str) -> Vec<Route> {
+        self.run(netns, "routes", async |handle| routes(handle, name).await)
+    }
+}

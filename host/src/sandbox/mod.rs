@@ -1,0 +1,766 @@
+//! The sandbox: one wasmtime engine per process, a fresh store per call, and
+//! every limit a guest can hit.
+//!
+//! A call runs a verified component under a fuel budget, a wall-clock
+//! deadline (epoch interruption driven by one ticker thread), a memory cap
+//! and a wasm stack cap, then checks what the guest returned (op count,
+//! string sizes) before converting it into host-owned types. Each way a guest
+//! can fail maps to its own [`SandboxError`] variant and CNI code, naming the
+//! plugin and its sha256.
+//!
+//! Architecture Invariant: the generated WIT types stay inside this module
+//! (`bindings`, `state`, `convert`); callers see [`PluginRequest`],
+//! [`crate::netlink::Plan`] and [`crate::cni::CniResult`].
+
+mod abi;
+pub mod bindings;
+pub mod cache;
+mod convert;
+mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Config, Engine, Store, Trap};
+
+pub use abi::{ABI_VERSION_REQ, AbiInfo, World};
+pub use cache::{CacheOutcome, ModuleCache};
+pub use state::{IpamStore, LinkQueries, NoLinks};
+
+use crate::cni::CniResult;
+use crate::netlink::Plan;
+use state::{MemoryLimitHit, StoreState};
+
+/// Interval of the epoch ticker; deadlines are precise to about this much.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Every limit a guest call runs under. All are configurable (host config
+/// `wasmLimits`, CLI flags); the defaults suit the shipped plugins with a
+/// wide margin (a host-local ADD burns well under 1% of the fuel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Fuel units (about one per wasm instruction).
+    pub fuel: u64,
+    /// Wall-clock deadline of one call.
+    #[serde(rename = "timeoutMs", serialize_with = "serialize_millis")]
+    pub timeout: Duration,
+    /// Linear memory cap, in bytes.
+    pub memory_bytes: usize,
+    /// Maximum wasm stack, in bytes (engine-wide).
+    pub max_wasm_stack: usize,
+    /// Maximum ops in one plan.
+    pub max_ops: usize,
+    /// Maximum bytes of any string a guest returns or logs.
+    pub max_string_bytes: usize,
+    /// Maximum log lines one call may write (later lines are dropped).
+    pub max_log_lines: usize,
+}
+
+fn serialize_millis<S: serde::Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u128(value.as_millis())
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: 200_000_000,
+            timeout: Duration::from_millis(1000),
+            memory_bytes: 32 << 20,
+            max_wasm_stack: 512 << 10,
+            max_ops: 256,
+            max_string_bytes: 4096,
+            max_log_lines: 256,
+        }
+    }
+}
+
+/// Why a plugin was refused or a call failed. Every variant names the plugin
+/// and, once it is known, its sha256.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The plugin file could not be read.
+    #[error("cannot read plugin {plugin} at {path}: {source}")]
+    Read {
+        plugin: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file's digest differs from the one pinned in the config.
+    #[error(
+        "plugin {plugin} at {path} has sha256 {actual} but the config pins {expected}: refusing it"
+    )]
+    DigestMismatch {
+        plugin: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    /// The file is not a loadable WebAssembly component.
+    #[error("plugin {plugin} (sha256 {digest}) is not a valid WebAssembly component: {reason}")]
+    NotAComponent {
+        plugin: String,
+        digest: String,
+        reason: String,
+    },
+    /// The component speaks an ABI version this host does not know.
+    #[error(
+        "plugin {plugin} (sha256 {digest}) exports {export}, an ABI version this host does not support (it supports multus-wasm:plugin {ABI_VERSION_REQ})"
+    )]
+    UnsupportedAbi {
+        plugin: String,
+        digest: String,
+        export: String,
+    },
+    /// The component exports no plugin interface at all.
+    #[error(
+        "plugin {plugin} (sha256 {digest}) exports no multus-wasm plugin interface (expected multus-wasm:plugin/delegate or multus-wasm:plugin/ipam {ABI_VERSION_REQ})"
+    )]
+    NoPluginExport { plugin: String, digest: String },
+    /// The component imports something the host does not provide.
+    #[error(
+        "plugin {plugin} (sha256 {digest}) imports {import}, which this host does not provide to {world} plugins"
+    )]
+    UnknownImport {
+        plugin: String,
+        digest: String,
+        import: String,
+        world: World,
+    },
+    /// A delegate was used as IPAM or the other way round.
+    #[error("plugin {plugin} (sha256 {digest}) is a {actual} plugin, not a {expected} plugin")]
+    WrongWorld {
+        plugin: String,
+        digest: String,
+        actual: World,
+        expected: World,
+    },
+    /// The call ran past its wall-clock deadline.
+    #[error("plugin {plugin} (sha256 {digest}) exceeded its deadline of {timeout_ms} ms")]
+    Deadline {
+        plugin: String,
+        digest: String,
+        timeout_ms: u128,
+    },
+    /// The call burnt its whole fuel budget.
+    #[error("plugin {plugin} (sha256 {digest}) ran out of fuel (budget {fuel} units)")]
+    Fuel {
+        plugin: String,
+        digest: String,
+        fuel: u64,
+    },
+    /// The guest tried to grow its memory past the cap.
+    #[error(
+        "plugin {plugin} (sha256 {digest}) exceeded its memory limit of {limit_bytes} bytes (asked for {requested_bytes})"
+    )]
+    Memory {
+        plugin: String,
+        digest: String,
+        limit_bytes: usize,
+        requested_bytes: usize,
+    },
+    /// The guest overflowed its wasm stack.
+    #[error("plugin {plugin} (sha256 {digest}) overflowed its wasm stack ({limit_bytes} bytes)")]
+    Stack {
+        plugin: String,
+        digest: String,
+        limit_bytes: usize,
+    },
+    /// The guest panicked (the SDK reports the panic message before aborting).
+    #[error("plugin {plugin} (sha256 {digest}) panicked: {message}")]
+    Panic {
+        plugin: String,
+        digest: String,
+        message: String,
+    },
+    /// Any other trap.
+    #[error("plugin {plugin} (sha256 {digest}) trapped: {trap}")]
+    Trap {
+        plugin: String,
+        digest: String,
+        trap: String,
+    },
+    /// The guest returned more than the limits allow.
+    #[error("plugin {plugin} (sha256 {digest}) returned output over the limit: {reason}")]
+    OutputLimit {
+        plugin: String,
+        digest: String,
+        reason: String,
+    },
+    /// The guest returned something unparsable (an address that is not one...).
+    #[error("plugin {plugin} (sha256 {digest}) returned an invalid plan: {reason}")]
+    InvalidOutput {
+        plugin: String,
+        digest: String,
+        reason: String,
+    },
+    /// The guest returned its own CNI error.
+    #[error("{msg}")]
+    Plugin { code: u32, msg: String, details: String },
+    /// The compiled-code cache failed in a way that is not a miss.
+    #[error("plugin {plugin}: compiled-code cache: {source}")]
+    Cache {
+        plugin: String,
+        source: cache::CacheError,
+    },
+    /// wasmtime itself failed (engine creation, linking).
+    #[error("wasmtime: {0}")]
+    Engine(String),
+}
+
+/// CNI error codes of sandbox failures (plugin-specific range, >= 100), one
+/// per kind so an operator can tell them apart without reading the message.
+pub mod code {
+    pub const PLUGIN_REFUSED: u32 = 100;
+    pub const DEADLINE: u32 = 101;
+    pub const FUEL: u32 = 102;
+    pub const MEMORY: u32 = 103;
+    pub const STACK: u32 = 104;
+    pub const TRAP: u32 = 105;
+    pub const OUTPUT: u32 = 106;
+}
+
+impl SandboxError {
+    /// The CNI error code for this failure.
+    pub fn cni_code(&self) -> u32 {
+        match self {
+            SandboxError::Read { .. } => 5,
+            SandboxError::DigestMismatch { .. }
+            | SandboxError::NotAComponent { .. }
+            | SandboxError::UnsupportedAbi { .. }
+            | SandboxError::NoPluginExport { .. }
+            | SandboxError::UnknownImport { .. }
+            | SandboxError::WrongWorld { .. } => code::PLUGIN_REFUSED,
+            SandboxError::Deadline { .. } => code::DEADLINE,
+            SandboxError::Fuel { .. } => code::FUEL,
+            SandboxError::Memory { .. } => code::MEMORY,
+            SandboxError::Stack { .. } => code::STACK,
+            SandboxError::Panic { .. } | SandboxError::Trap { .. } => code::TRAP,
+            SandboxError::OutputLimit { .. } | SandboxError::InvalidOutput { .. } => code::OUTPUT,
+            SandboxError::Plugin { code, .. } => *code,
+            SandboxError::Cache { .. } | SandboxError::Engine(_) => 999,
+        }
+    }
+
+    /// Extra context for the CNI error's `details`.
+    pub fn details(&self) -> String {
+        match self {
+            SandboxError::Plugin { details, .. } => details.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// The CNI command a plugin is asked to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PluginCommand {
+    Add,
+    Del,
+    Check,
+    Status,
+    Gc,
+}
+
+/// What a plugin is asked, in host-owned types.
+#[derive(Debug, Clone)]
+pub struct PluginRequest {
+    pub command: PluginCommand,
+    pub container_id: String,
+    pub netns: String,
+    pub ifname: String,
+    pub args: Vec<(String, String)>,
+    /// The delegate's network configuration as the runtime would pass it.
+    pub config: String,
+    pub prev_result: Option<CniResult>,
+    pub ipam_result: Option<CniResult>,
+    pub valid_attachments: Vec<(String, String)>,
+}
+
+/// What a call returned besides the plan: how much it cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallStats {
+    pub fuel_consumed: u64,
+    pub instantiate_micros: u64,
+    pub call_micros: u64,
+}
+
+/// A plugin that passed every check at load time: digest, component, ABI
+/// version, imports. Cheap to call many times.
+pub struct Plugin {
+    pub name: String,
+    pub digest: String,
+    pub path: PathBuf,
+    pub abi: AbiInfo,
+    /// Whether the plugin was compiled by this load or came from the cache.
+    pub cache_outcome: CacheOutcome,
+    pre: InstancePre<StoreState>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .field("path", &self.path)
+            .field("abi", &self.abi)
+            .finish()
+    }
+}
+
+/// The engine, its linkers and the compiled-code cache.
+pub struct Sandbox {
+    engine: Engine,
+    limits: Limits,
+    cache: Option<ModuleCache>,
+    linkers: std::sync::OnceLock<Linkers>,
+    ticker: Once,
+}
+
+struct Linkers {
+    delegate: Linker<StoreState>,
+    ipam: Linker<StoreState>,
+    delegate_wasi: Linker<StoreState>,
+    ipam_wasi: Linker<StoreState>,
+}
+
+/// The engine configuration every artifact is compiled for. Part of the
+/// cache key: changing anything here invalidates compiled artifacts.
+fn engine_config(limits: &Limits) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.consume_fuel(true);
+    config.epoch_interruption(true);
+    config.max_wasm_stack(limits.max_wasm_stack);
+    config.cranelift_nan_canonicalization(true);
+    config
+}
+
+/// The sha256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut text = String::with_capacity(64);
+    for byte in digest {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
+impl Sandbox {
+    /// An engine with `limits`, caching compiled code under `cache_dir`
+    /// (`None`: compile in memory on every load, for one-off CLI use).
+    pub fn new(limits: Limits, cache_dir: Option<&Path>) -> Result<Self, SandboxError> {
+        let engine = Engine::new(&engine_config(&limits))
+            .map_err(|err| SandboxError::Engine(err.to_string()))?;
+        let cache = match cache_dir {
+            Some(dir) => Some(ModuleCache::new(dir, &engine).map_err(|source| {
+                SandboxError::Cache {
+                    plugin: "-".into(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        Ok(Sandbox {
+            engine,
+            limits,
+            cache,
+            linkers: std::sync::OnceLock::new(),
+            ticker: Once::new(),
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn cache(&self) -> Option<&ModuleCache> {
+        self.cache.as_ref()
+    }
+
+    fn linkers(&self) -> Result<&Linkers, SandboxError> {
+        if let Some(linkers) = self.linkers.get() {
+            return Ok(linkers);
+        }
+        let linkers = state::build_linkers(&self.engine)
+            .map_err(|err| SandboxError::Engine(err.to_string()))?;
+        Ok(self.linkers.get_or_init(|| linkers))
+    }
+
+    /// Load the plugin registered as `name` from `path`.
+    ///
+    /// With a pinned digest and a cache, a cached artifact compiled from
+    /// exactly that digest is used without reading the `.wasm` at all (so
+    /// what runs is always the pinned code); otherwise the file is read, its
+    /// digest checked against the pin, and the component compiled (once, under
+    /// the cache's lock) and cached.
+    pub fn load(
+        &self,
+        name: &str,
+        path: &Path,
+        pinned_sha256: Option<&str>,
+    ) -> Result<Plugin, SandboxError> {
+        let cached = match (pinned_sha256, &self.cache) {
+            (Some(digest), Some(cache)) => cache.load(&self.engine, digest),
+            _ => None,
+        };
+        let (component, digest, cache_outcome) = match (cached, pinned_sha256) {
+            (Some(component), Some(digest)) => (component, digest.to_string(), CacheOutcome::Hit),
+            _ => {
+                let bytes = std::fs::read(path).map_err(|source| SandboxError::Read {
+                    plugin: name.into(),
+                    path: path.into(),
+                    source,
+                })?;
+                let digest = sha256_hex(&bytes);
+                if let Some(expected) = pinned_sha256
+                    && !expected.eq_ignore_ascii_case(&digest)
+                {
+                    return Err(SandboxError::DigestMismatch {
+                        plugin: name.into(),
+                        path: path.into(),
+                        expected: expected.into(),
+                        actual: digest,
+                    });
+                }
+                self.compile(name, &digest, &bytes)?
+            }
+        };
+        let abi = abi::inspect(&self.engine, &component).map_err(|problem| {
+            problem.into_error(name, &digest)
+        })?;
+        let linkers = self.linkers()?;
+        let linker = match (abi.world, abi.uses_wasi) {
+            (World::Delegate, false) => &linkers.delegate,
+            (World::Delegate, true) => &linkers.delegate_wasi,
+            (World::Ipam, false) => &linkers.ipam,
+            (World::Ipam, true) => &linkers.ipam_wasi,
+        };
+        let pre = linker.instantiate_pre(&component).map_err(|err| {
+            // Imports were checked by name in `abi::inspect`; what is left is a
+            // type mismatch on an import the host does provide.
+            SandboxError::UnknownImport {
+                plugin: name.into(),
+                digest: digest.clone(),
+                import: format!("{err:#}"),
+                world: abi.world,
+            }
+        })?;
+        Ok(Plugin {
+            name: name.into(),
+            digest,
+            path: path.into(),
+            abi,
+            cache_outcome,
+            pre,
+        })
+    }
+
+    fn compile(
+        &self,
+        name: &str,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<(Component, String, CacheOutcome), SandboxError> {
+        let not_a_component = |reason: String| SandboxError::NotAComponent {
+            plugin: name.into(),
+            digest: digest.into(),
+            reason,
+        };
+        if !abi::looks_like_component(bytes) {
+            return Err(not_a_component(
+                "not a component binary (a core module, a precompiled artifact, or not wasm at all)"
+                    .into(),
+            ));
+        }
+        match &self.cache {
+            Some(cache) => {
+                let (component, outcome) = cache
+                    .load_or_compile(&self.engine, digest, bytes)
+                    .map_err(|err| match err {
+                        cache::CacheError::Compile(reason) => not_a_component(reason),
+                        source => SandboxError::Cache {
+                            plugin: name.into(),
+                            source,
+                        },
+                    })?;
+                Ok((component, digest.into(), outcome))
+            }
+            None => {
+                let component = Component::new(&self.engine, bytes)
+                    .map_err(|err| not_a_component(format!("{err:#}")))?;
+                tracing::info!(plugin = name, sha256 = digest, "compiled plugin (no cache)");
+                Ok((component, digest.into(), CacheOutcome::Compiled))
+            }
+        }
+    }
+
+    fn start_ticker(&self) {
+        self.ticker.call_once(|| {
+            let engine = self.engine.clone();
+            std::thread::Builder::new()
+                .name("wasm-epoch".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .expect("spawning the epoch ticker thread");
+        });
+    }
+
+    fn new_store(
+        &self,
+        plugin: &Plugin,
+        links: Box<dyn LinkQueries>,
+        store: Option<Box<dyn IpamStore>>,
+    ) -> Store<StoreState> {
+        self.start_ticker();
+        let state = StoreState::new(
+            &plugin.name,
+            &plugin.digest,
+            self.limits,
+            links,
+            store,
+            plugin.abi.uses_wasi,
+        );
+        let mut wasm_store = Store::new(&self.engine, state);
+        wasm_store.limiter(|state| &mut state.limiter);
+        // Fuel and epochs are both enabled in `engine_config`.
+        let _ = wasm_store.set_fuel(self.limits.fuel);
+        let ticks = self.limits.timeout.as_micros() / EPOCH_TICK.as_micros() + 1;
+        wasm_store.set_epoch_deadline(ticks as u64);
+        wasm_store.epoch_deadline_trap();
+        wasm_store
+    }
+
+    /// Run a delegate plugin and return its validated, converted plan.
+    pub fn call_delegate(
+        &self,
+        plugin: &Plugin,
+        links: Box<dyn LinkQueries>,
+        request: &PluginRequest,
+    ) -> Result<(Plan, CallStats), SandboxError> {
+        self.expect_world(plugin, World::Delegate)?;
+        let mut store = self.new_store(plugin, links, None);
+        let started = Instant::now();
+        let pre = bindings::delegate::DelegatePluginPre::new(plugin.pre.clone())
+            .map_err(|err| self.trap_error(plugin, &mut store, err))?;
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|err| self.trap_error(plugin, &mut store, err))?;
+        let instantiated = Instant::now();
+        let wit_request = convert::request_to_wit(request);
+        let outcome = instance
+            .multus_wasm_plugin_delegate()
+            .call_handle(&mut store, &wit_request);
+        let finished = Instant::now();
+        store.data_mut().flush_wasi_output();
+        let outcome = outcome.map_err(|err| self.trap_error(plugin, &mut store, err))?;
+        let stats = self.stats(&store, started, instantiated, finished);
+        match outcome {
+            Ok(plan) => {
+                let plan = convert::plan_from_wit(plan, &self.limits).map_err(|problem| {
+                    problem.into_error(&plugin.name, &plugin.digest)
+                })?;
+                Ok((plan, stats))
+            }
+            Err(error) => Err(convert::plugin_error(error, &self.limits)),
+        }
+    }
+
+    /// Run an IPAM plugin: ADD returns the allocation, the others `None`.
+    pub fn call_ipam(
+        &self,
+        plugin: &Plugin,
+        links: Box<dyn LinkQueries>,
+        ipam_store: Box<dyn IpamStore>,
+        request: &PluginRequest,
+    ) -> Result<(Option<CniResult>, CallStats), SandboxError> {
+        self.expect_world(plugin, World::Ipam)?;
+        let mut store = self.new_store(plugin, links, Some(ipam_store));
+        let started = Instant::now();
+        let pre = bindings::ipam::IpamPluginPre::new(plugin.pre.clone())
+            .map_err(|err| self.trap_error(plugin, &mut store, err))?;
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|err| self.trap_error(plugin, &mut store, err))?;
+        let instantiated = Instant::now();
+        let wit_request = convert::request_to_wit(request);
+        let outcome = instance
+            .multus_wasm_plugin_ipam()
+            .call_handle(&mut store, &wit_request);
+        let finished = Instant::now();
+        store.data_mut().flush_wasi_output();
+        let outcome = outcome.map_err(|err| self.trap_error(plugin, &mut store, err))?;
+        let stats = self.stats(&store, started, instantiated, finished);
+        match outcome {
+            Ok(Some(result)) => {
+                let result = convert::result_from_wit(result, &self.limits)
+                    .map_err(|problem| problem.into_error(&plugin.name, &plugin.digest))?;
+                Ok((Some(result), stats))
+            }
+            Ok(None) => Ok((None, stats)),
+            Err(error) => Err(convert::plugin_error(error, &self.limits)),
+        }
+    }
+
+    fn expect_world(&self, plugin: &Plugin, expected: World) -> Result<(), SandboxError> {
+        if plugin.abi.world == expected {
+            Ok(())
+        } else {
+            Err(SandboxError::WrongWorld {
+                plugin: plugin.name.clone(),
+                digest: plugin.digest.clone(),
+                actual: plugin.abi.world,
+                expected,
+            })
+        }
+    }
+
+    fn stats(
+        &self,
+        store: &Store<StoreState>,
+        started: Instant,
+        instantiated: Instant,
+        finished: Instant,
+    ) -> CallStats {
+        CallStats {
+            fuel_consumed: self.limits.fuel - store.get_fuel().unwrap_or(0),
+            instantiate_micros: (instantiated - started).as_micros() as u64,
+            call_micros: (finished - instantiated).as_micros() as u64,
+        }
+    }
+
+    /// Map a wasmtime error from instantiation or a call to the distinct
+    /// error of its cause.
+    fn trap_error(
+        &self,
+        plugin: &Plugin,
+        store: &mut Store<StoreState>,
+        err: wasmtime::Error,
+    ) -> SandboxError {
+        let name = plugin.name.clone();
+        let digest = plugin.digest.clone();
+        if let Some(hit) = err.downcast_ref::<MemoryLimitHit>() {
+            return SandboxError::Memory {
+                plugin: name,
+                digest,
+                limit_bytes: self.limits.memory_bytes,
+                requested_bytes: hit.requested,
+            };
+        }
+        if let Some(trap) = err.downcast_ref::<Trap>() {
+            match trap {
+                Trap::OutOfFuel => {
+                    return SandboxError::Fuel {
+                        plugin: name,
+                        digest,
+                        fuel: self.limits.fuel,
+                    };
+                }
+                Trap::Interrupt => {
+                    return SandboxError::Deadline {
+                        plugin: name,
+                        digest,
+                        timeout_ms: self.limits.timeout.as_millis(),
+                    };
+                }
+                Trap::StackOverflow => {
+                    return SandboxError::Stack {
+                        plugin: name,
+                        digest,
+                        limit_bytes: self.limits.max_wasm_stack,
+                    };
+                }
+                _ => {}
+            }
+        }
+        if let Some(message) = store.data_mut().take_panic_message() {
+            return SandboxError::Panic {
+                plugin: name,
+                digest,
+                message,
+            };
+        }
+        SandboxError::Trap {
+            plugin: name,
+            digest,
+            trap: format!("{err:#}"),
+        }
+    }
+}
+
+/// What the CLI's `plugin inspect` prints.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inspection {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    pub abi_version: String,
+    pub world: World,
+    pub export: String,
+    pub imports: Vec<String>,
+    pub uses_wasi: bool,
+}
+
+impl Sandbox {
+    /// Inspect a `.wasm` file without caching anything.
+    pub fn inspect(&self, path: &Path) -> Result<Inspection, SandboxError> {
+        let name = path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "plugin".into());
+        let bytes = std::fs::read(path).map_err(|source| SandboxError::Read {
+            plugin: name.clone(),
+            path: path.into(),
+            source,
+        })?;
+        let digest = sha256_hex(&bytes);
+        if !abi::looks_like_component(&bytes) {
+            return Err(SandboxError::NotAComponent {
+                plugin: name,
+                digest,
+                reason: "not a component binary".into(),
+            });
+        }
+        let component =
+            Component::new(&self.engine, &bytes).map_err(|err| SandboxError::NotAComponent {
+                plugin: name.clone(),
+                digest: digest.clone(),
+                reason: format!("{err:#}"),
+            })?;
+        let abi = abi::inspect(&self.engine, &component)
+            .map_err(|problem| problem.into_error(&name, &digest))?;
+        Ok(Inspection {
+            path: path.into(),
+            sha256: digest,
+            size: bytes.len() as u64,
+            abi_version: abi.version.clone(),
+            world: abi.world,
+            export: abi.export.clone(),
+            imports: abi.imports.clone(),
+            uses_wasi: abi.uses_wasi,
+        })
+    }
+}
+
+/// Shared ownership for callers that keep one sandbox for many calls.
+pub type SharedSandbox = Arc<Sandbox>;
+
+impl From<SandboxError> for crate::cni::CniError {
+    fn from(err: SandboxError) -> Self {
+        crate::cni::CniError::new(err.cni_code(), err.to_string()).with_details(err.details())
+    }
+}

@@ -1,0 +1,258 @@
+//! The IPAM store: the `ipam-store` import, backed by the reference
+//! host-local's directory `<dataDir>/<network>/` so that the reference plugin
+//! and ours can take turns on one node.
+//!
+//! One file per key; `lock` is the directory's lock file, held with `flock`
+//! (as the reference does) for the store's whole life, i.e. the whole IPAM
+//! call. All access goes through a `cap_std::fs::Dir`, so no key can name a
+//! path outside the directory. Creating a key is atomic with its content
+//! (written to a temporary file, then hard-linked into place, which fails if
+//! the key exists), so a killed process never leaves a half-written
+//! reservation.
+
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
+
+/// The reference's default `dataDir`.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
+const LOCK: &str = "lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The network name cannot be a directory name.
+    #[error("invalid network name {0:?} for the IPAM store")]
+    InvalidNetwork(String),
+    /// The store directory could not be created, opened or locked.
+    #[error("IPAM store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One network's store, locked while this value lives.
+pub struct DirStore {
+    dir: Dir,
+    path: PathBuf,
+    _lock: cap_std::fs::File,
+}
+
+impl std::fmt::Debug for DirStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirStore").field("path", &self.path).finish()
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\0'])
+        && name.len() <= 255
+}
+
+impl DirStore {
+    /// Open (creating it 0755, as the reference does) `<data_dir>/<network>`
+    /// and take its lock, waiting for whoever holds it.
+    pub fn open_locked(data_dir: &Path, network: &str) -> Result<Self, StoreError> {
+        if !valid_name(network) {
+            return Err(StoreError::InvalidNetwork(network.into()));
+        }
+        let path = data_dir.join(network);
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&path)
+            .map_err(io)?;
+        let dir = Dir::open_ambient_dir(&path, cap_std::ambient_authority()).map_err(io)?;
+        let mut options = OpenOptions::new();
+        options.read(true).create(true).write(true).mode(0o600);
+        let lock = dir.open_with(LOCK, &options).map_err(io)?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|errno| io(errno.into()))?;
+        Ok(DirStore {
+            dir,
+            path,
+            _lock: lock,
+        })
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_key(key: &str) -> Result<(), String> {
+        if !valid_name(key) || key == LOCK || key.starts_with('.') {
+            return Err(format!("invalid key {key:?}"));
+        }
+        Ok(())
+    }
+
+    fn read(&self, key: &str) -> Result<Option<String>, String> {
+        match self.dir.read_to_string(key) {
+            Ok(value) => Ok(Some(value)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(format!("read {key}: {err}")),
+        }
+    }
+
+    /// Write `value` into a fresh temporary file and return its name.
+    fn write_temp(&self, key: &str, value: &str) -> Result<String, String> {
+        let temp = format!(".{key}.{}.tmp", std::process::id());
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true).mode(0o600);
+        let mut file = self
+            .dir
+            .open_with(&temp, &options)
+            .map_err(|err| format!("create {temp}: {err}"))?;
+        file.write_all(value.as_bytes())
+            .map_err(|err| format!("write {temp}: {err}"))?;
+        Ok(temp)
+    }
+
+    fn create(&self, key: &str, value: &str) -> Result<bool, String> {
+        let temp = self.write_temp(key, value)?;
+        let linked = self.dir.hard_link(&temp, &self.dir, key);
+        let _ = self.dir.remove_file(&temp);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(err) => Err(format!("create {key}: {err}")),
+        }
+    }
+
+    fn replace(&self, key: &str, value: &str) -> Result<(), String> {
+        let temp = self.write_temp(key, value)?;
+        self.dir.rename(&temp, &self.dir, key).map_err(|err| {
+            let _ = self.dir.remove_file(&temp);
+            format!("replace {key}: {err}")
+        })
+    }
+
+    fn remove(&self, key: &str) -> Result<bool, String> {
+        match self.dir.remove_file(key) {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(format!("delete {key}: {err}")),
+        }
+    }
+}
+
+impl crate::sandbox::IpamStore for DirStore {
+    fn get(&mut self, key: &str) -> Result<Option<String>, String> {
+        Self::check_key(key)?;
+        self.read(key)
+    }
+
+    fn list(&mut self) -> Result<Vec<String>, String> {
+        let mut keys = Vec::new();
+        for entry in self.dir.entries().map_err(|err| format!("list: {err}"))? {
+            let entry = entry.map_err(|err| format!("list: {err}"))?;
+            let is_file = entry.file_type().map(|kind| kind.is_file()).unwrap_or(false);
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_file && Self::check_key(&name).is_ok() {
+                keys.push(name);
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    fn compare_and_swap(
+        &mut self,
+        key: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<bool, String> {
+        Self::check_key(key)?;
+        match (expected, new) {
+            (None, Some(value)) => self.create(key, value),
+            (None, None) => Ok(self.read(key)?.is_none()),
+            (Some(expected), new) => {
+                if self.read(key)?.as_deref() != Some(expected) {
+                    return Ok(false);
+                }
+                match new {
+                    Some(value) => self.replace(key, value)?,
+                    None => {
+                        self.remove(key)?;
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    fn delete(&mut self, key: &str) -> Result<bool, String> {
+        Self::check_key(key)?;
+        self.remove(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::IpamStore;
+
+    #[test]
+    fn keys_are_files_holding_exactly_their_values() {
+        let root = tempfile::tempdir().unwrap();
+        let mut store = DirStore::open_locked(root.path(), "mynet").unwrap();
+        assert!(store.compare_and_swap("10.0.0.2", None, Some("id\r\neth0")).unwrap());
+        assert!(!store.compare_and_swap("10.0.0.2", None, Some("other\r\neth0")).unwrap());
+        assert_eq!(
+            std::fs::read(root.path().join("mynet/10.0.0.2")).unwrap(),
+            b"id\r\neth0"
+        );
+        assert!(store.compare_and_swap("last_reserved_ip.0", None, Some("10.0.0.2")).unwrap());
+        assert!(
+            store
+                .compare_and_swap("last_reserved_ip.0", Some("10.0.0.2"), Some("10.0.0.3"))
+                .unwrap()
+        );
+        assert!(
+            !store
+                .compare_and_swap("last_reserved_ip.0", Some("10.0.0.2"), Some("10.0.0.4"))
+                .unwrap()
+        );
+        assert_eq!(
+            store.list().unwrap(),
+            vec!["10.0.0.2".to_string(), "last_reserved_ip.0".to_string()]
+        );
+        assert!(store.delete("10.0.0.2").unwrap());
+        assert!(!store.delete("10.0.0.2").unwrap());
+        assert_eq!(store.get("10.0.0.2").unwrap(), None);
+    }
+
+    #[test]
+    fn keys_cannot_escape_or_touch_the_lock() {
+        let root = tempfile::tempdir().unwrap();
+        let mut store = DirStore::open_locked(root.path(), "mynet").unwrap();
+        for key in ["lock", "../escape", "/etc/passwd", "..", ".hidden", ""] {
+            assert!(store.compare_and_swap(key, None, Some("x")).is_err(), "{key}");
+            assert!(store.get(key).is_err(), "{key}");
+        }
+        assert!(!root.path().join("escape").exists());
+        assert!(DirStore::open_locked(root.path(), "../up").is_err());
+    }
+
+    #[test]
+    fn the_lock_excludes_a_second_opener_until_dropped() {
+        let root = tempfile::tempdir().unwrap();
+        let store = DirStore::open_locked(root.path(), "mynet").unwrap();
+        let lock_path = root.path().join("mynet/lock");
+        let other = std::fs::File::open(&lock_path).unwrap();
+        let busy = rustix::fs::flock(&other, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+        assert!(busy.is_err(), "the lock should be held");
+        drop(store);
+        rustix::fs::flock(&other, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    }
+}

@@ -1,0 +1,315 @@
+//! Shared by the integration tests: unique names, network namespaces that
+//! clean up after themselves, the built guests with their digests, and
+//! running the real `multus-wasm` binary with the CNI protocol.
+//!
+//! Every test that touches the kernel uses its own "node" namespace (with its
+//! own veth `ens3`), its own pod namespaces and its own directories, so the
+//! tests run in parallel and leave nothing behind even when they fail.
+
+#![allow(dead_code)]
+
+pub mod apiserver;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::{Value, json};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_multus-wasm");
+
+/// Fail (never skip) when the test cannot run here.
+pub fn require_root() {
+    let uid = Command::new("id").arg("-u").output().expect("id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "this test creates network namespaces and must run as root (cargo xtask test does)"
+    );
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A short name unique to this process and call: `<prefix><pid><n>`,
+/// at most 15 bytes so it can name an interface.
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let name = format!("{prefix}{:x}{n:x}", std::process::id() % 0xfffff);
+    assert!(name.len() <= 15, "{name} is too long for an interface name");
+    name
+}
+
+pub fn sh(args: &[&str]) -> String {
+    let output = Command::new(args[0]).args(&args[1..]).output().expect("spawn");
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn sh_ok(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|status| status.success())
+        .unwrap_or(false)
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Netns {
+        let name = unique(prefix);
+        sh(&["ip", "netns", "add", &name]);
+        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        Netns { name }
+    }
+
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+
+    /// `ip -n <ns> <args>`
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "-n", &self.name];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    pub fn has_link(&self, name: &str) -> bool {
+        sh_ok(&["ip", "-n", &self.name, "link", "show", "dev", name])
+    }
+
+    /// `ip -j` output of `args`, parsed.
+    pub fn ip_json(&self, args: &[&str]) -> Value {
+        let mut full = vec!["ip", "-j", "-n", &self.name];
+        full.extend_from_slice(args);
+        serde_json::from_str(&sh(&full)).unwrap_or(Value::Null)
+    }
+
+    /// IPv4 and IPv6 addresses of `dev` as `addr/prefix`.
+    pub fn addresses(&self, dev: &str) -> Vec<String> {
+        let value = self.ip_json(&["addr", "show", "dev", dev]);
+        value[0]["addr_info"]
+            .as_array()
+            .map(|infos| {
+                infos
+                    .iter()
+                    .filter(|info| info["scope"] != "link")
+                    .map(|info| format!("{}/{}", info["local"].as_str().unwrap_or(""), info["prefixlen"]))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The sysctl `key` (dotted or slashed) inside the namespace.
+    pub fn sysctl(&self, key: &str) -> String {
+        sh(&["ip", "netns", "exec", &self.name, "cat", &format!("/proc/sys/{}", key.replace('.', "/"))])
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// A node: a namespace holding `ens3` (one end of a veth pair, up), where
+/// the CNI binary runs.
+pub struct Node {
+    pub netns: Netns,
+    pub master: String,
+}
+
+impl Node {
+    pub fn new() -> Node {
+        Self::with_master("ens3")
+    }
+
+    pub fn with_master(master: &str) -> Node {
+        require_root();
+        let netns = Netns::new("mwn");
+        netns.ip(&["link", "add", master, "type", "veth", "peer", "name", "ens3-peer"]);
+        netns.ip(&["link", "set", master, "up"]);
+        netns.ip(&["link", "set", "ens3-peer", "up"]);
+        Node {
+            netns,
+            master: master.into(),
+        }
+    }
+}
+
+/// A guest's path and sha256.
+pub fn plugin(path: &str) -> Value {
+    let bytes = std::fs::read(path).expect("built guest");
+    json!({"path": path, "sha256": sha256_hex(&bytes)})
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The shipped plugins, registered by type.
+pub fn shipped_plugins() -> Value {
+    json!({
+        "macvlan": plugin(test_artifacts::MACVLAN),
+        "host-local": plugin(test_artifacts::HOST_LOCAL),
+        "static": plugin(test_artifacts::STATIC),
+    })
+}
+
+/// A scratch directory for one test (removed on drop).
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("mwtest-")
+        .tempdir()
+        .expect("temporary directory")
+}
+
+/// A host config in delegates mode (Multus's no-cluster mode) with our
+/// plugins registered and every directory under `dir`.
+pub fn delegates_config(dir: &Path, delegates: Vec<Value>) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": "multus-wasm-test",
+        "type": "multus-wasm",
+        "delegates": delegates,
+        "binDir": "/usr/lib/cni",
+        "cniDir": dir.join("cni"),
+        "confDir": dir.join("net.d"),
+        "manifestDir": dir.join("manifests"),
+        "wasmCacheDir": dir.join("cache"),
+        "wasmPlugins": shipped_plugins(),
+        "logFile": dir.join("multus-wasm.log"),
+        "logLevel": "debug",
+        "logToStderr": false
+    })
+}
+
+/// The seed's macvlan netconf with host-local state under `data_dir`.
+pub fn seed_netconf(data_dir: &Path) -> Value {
+    json!({
+        "cniVersion": "0.3.0",
+        "name": "macvlan-conf",
+        "type": "macvlan",
+        "master": "ens3",
+        "mode": "bridge",
+        "ipam": {
+            "type": "host-local",
+            "subnet": "192.168.1.0/24",
+            "rangeStart": "192.168.1.200",
+            "rangeEnd": "192.168.1.216",
+            "routes": [{"dst": "0.0.0.0/0"}],
+            "gateway": "192.168.1.1",
+            "dataDir": data_dir
+        }
+    })
+}
+
+/// A CNI invocation: env + stdin, run inside the node namespace.
+pub struct Cni<'a> {
+    pub node: &'a Node,
+    pub binary: PathBuf,
+    pub container_id: String,
+    pub netns: String,
+    pub ifname: String,
+    pub args: String,
+    pub extra_env: Vec<(String, String)>,
+}
+
+pub struct CniOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CniOutput {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|err| panic!("stdout is not JSON ({err}): {:?} stderr: {}", self.stdout, self.stderr))
+    }
+
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "CNI call failed: stdout {} stderr {}", self.stdout, self.stderr);
+        self
+    }
+
+    /// The CNI error code printed on failure.
+    pub fn error_code(&self) -> u64 {
+        assert_ne!(self.code, 0, "expected a failure, got {}", self.stdout);
+        self.json()["code"].as_u64().expect("error JSON with a code")
+    }
+}
+
+impl<'a> Cni<'a> {
+    pub fn new(node: &'a Node, pod: &Netns, container_id: &str) -> Cni<'a> {
+        Cni {
+            node,
+            binary: PathBuf::from(BINARY),
+            container_id: container_id.into(),
+            netns: pod.path(),
+            ifname: "eth0".into(),
+            args: String::new(),
+            extra_env: Vec::new(),
+        }
+    }
+
+    pub fn call(&self, command: &str, config: &Value) -> CniOutput {
+        self.call_raw(command, serde_json::to_vec(config).expect("json").as_slice())
+    }
+
+    pub fn call_raw(&self, command: &str, stdin: &[u8]) -> CniOutput {
+        let mut child = Command::new("ip");
+        child
+            .args(["netns", "exec", &self.node.netns.name])
+            .arg(&self.binary)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", &self.container_id)
+            .env("CNI_NETNS", &self.netns)
+            .env("CNI_IFNAME", &self.ifname)
+            .env("CNI_PATH", "/usr/lib/cni")
+            .env("CNI_ARGS", &self.args)
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut spawned = child.spawn().expect("spawn multus-wasm");
+        spawned.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+        let output: Output = spawned.wait_with_output().expect("wait");
+        CniOutput {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// Files in a directory (empty when it does not exist).
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}

@@ -1,0 +1,93 @@
+//! `cargo xtask <command>`: the project's workflows.
+//!
+//! - `plugins`: release builds of the shipped plugins into `target/plugins/<type>.wasm`
+//! - `demo`: build everything and replay the seed scenario on this machine
+//! - `test`: install what the tests need, then run every test tier
+//! - `bench`: the side-by-side benchmark against the reference plugins
+
+mod demo;
+mod util;
+
+use std::process::ExitCode;
+
+use util::{Result, workspace_root};
+
+const USAGE: &str = "usage: cargo xtask <plugins|demo|test|bench> [args]";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let outcome = match command.as_str() {
+        "plugins" => plugins().map(|_| ()),
+        "demo" => demo::run(),
+        "demo-inner" => demo::inner(&rest),
+        "test" => test(&rest),
+        _ => Err(USAGE.into()),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask {command}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The shipped plugins: (package, plugin type).
+pub const PLUGINS: &[(&str, &str)] = &[
+    ("macvlan", "macvlan"),
+    ("host-local", "host-local"),
+    ("static", "static"),
+];
+
+/// Build the shipped plugins (profile `guest`, no WASI) and copy them to
+/// `target/plugins/<type>.wasm`; returns (type, path, sha256).
+pub fn plugins() -> Result<Vec<(String, std::path::PathBuf, String)>> {
+    util::ensure_wasm_targets()?;
+    let root = workspace_root();
+    let target_dir = root.join("target/wasm-guests");
+    let mut command = util::cargo();
+    command
+        .current_dir(&root)
+        .args(["build", "--profile", "guest", "--target", "wasm32-unknown-unknown", "--target-dir"])
+        .arg(&target_dir);
+    for (package, _) in PLUGINS {
+        command.args(["-p", package]);
+    }
+    util::run(&mut command)?;
+    let out_dir = root.join("target/plugins");
+    std::fs::create_dir_all(&out_dir).map_err(|err| format!("{}: {err}", out_dir.display()))?;
+    let mut built = Vec::new();
+    for (package, plugin_type) in PLUGINS {
+        let source = target_dir.join(format!(
+            "wasm32-unknown-unknown/guest/{}.wasm",
+            package.replace('-', "_")
+        ));
+        let destination = out_dir.join(format!("{plugin_type}.wasm"));
+        std::fs::copy(&source, &destination)
+            .map_err(|err| format!("copying {} to {}: {err}", source.display(), destination.display()))?;
+        let bytes = std::fs::read(&destination).map_err(|err| err.to_string())?;
+        let digest = util::sha256_hex(&bytes);
+        println!("{plugin_type:>10}  {:>7} bytes  sha256 {digest}  {}", bytes.len(), destination.display());
+        built.push((plugin_type.to_string(), destination, digest));
+    }
+    Ok(built)
+}
+
+/// Every test tier: unit tests, component tests, netns suites,
+/// differential tests against the reference plugins.
+fn test(extra: &[String]) -> Result<()> {
+    util::ensure_wasm_targets()?;
+    util::ensure_reference_plugins()?;
+    if !util::is_root() {
+        return Err("the netns suites need root (CAP_NET_ADMIN, CAP_SYS_ADMIN): run as root".into());
+    }
+    let root = workspace_root();
+    let mut command = util::cargo();
+    command
+        .current_dir(&root)
+        .args(["test", "--workspace", "--locked"])
+        .args(extra);
+    util::run(&mut command)
+}
