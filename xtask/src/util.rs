@@ -67,15 +67,16 @@ pub fn ensure_wasm_targets() -> Result<()> {
 /// The reference plugins (Debian's containernetworking-plugins, in
 /// /usr/lib/cni), installed with apt when missing.
 pub fn ensure_reference_plugins() -> Result<()> {
-    if std::path::Path::new("/usr/lib/cni/macvlan").exists() {
+    let have_ping = std::path::Path::new("/usr/bin/ping").exists() || std::path::Path::new("/bin/ping").exists();
+    if std::path::Path::new("/usr/lib/cni/macvlan").exists() && have_ping {
         return Ok(());
     }
     if !is_root() {
-        return Err("/usr/lib/cni/macvlan is missing and installing containernetworking-plugins needs root".into());
+        return Err("the reference plugins (/usr/lib/cni) or ping are missing and installing them needs root".into());
     }
     run(Command::new("apt-get").arg("update"))?;
     run(Command::new("apt-get")
-        .args(["install", "-y", "containernetworking-plugins", "iproute2"])
+        .args(["install", "-y", "containernetworking-plugins", "iproute2", "iputils-ping"])
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
