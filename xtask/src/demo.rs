@@ -69,7 +69,7 @@ pub fn inner(plugin_args: &[String]) -> Result<()> {
     cleanup();
     let _ = std::fs::remove_dir_all(&work);
     let _cleanup = Cleanup;
-    for dir in ["manifests", "cni", "cache", "log", "net.d"] {
+    for dir in ["manifests", "cni", "log", "net.d"] {
         std::fs::create_dir_all(work.join(dir)).map_err(|err| err.to_string())?;
     }
     std::fs::create_dir_all("/var/lib/cni/networks").map_err(|err| err.to_string())?;
@@ -165,7 +165,10 @@ pub fn inner(plugin_args: &[String]) -> Result<()> {
             }
         };
         let result = cni("ADD")?;
-        println!("--- CNI ADD result (the cluster network's, as kubelet sees it)\n{}", result.trim());
+        let pretty = serde_json::from_str::<serde_json::Value>(&result)
+            .map(|value| serde_json::to_string_pretty(&value).expect("json"))
+            .unwrap_or(result);
+        println!("--- CNI ADD result (the cluster network's, as kubelet sees it)\n{}", pretty.trim());
         let addresses = sh(&["ip", "-n", pod, "addr"])?;
         println!("--- ip -n {pod} addr\n{}", addresses.trim_end());
         let status_path = work.join("manifests").join(manifest.replace(".yaml", ".network-status.json"));

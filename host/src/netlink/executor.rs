@@ -366,10 +366,7 @@ impl<'a> Executor<'a> {
             Op::AddRoute(route) => {
                 let index = self.index_of(&route.link).await?;
                 let message = route_message(route, index);
-                handle
-                    .route()
-                    .add(message.clone())
-                    .execute()
+                add_route(handle, message.clone())
                     .await
                     .map_err(|err| format!("failed to add route '{}': {err}", describe_route(route)))?;
                 journal.entries.push(Undo::DeleteRoute { message });
@@ -524,6 +521,28 @@ fn route_message(route: &AddRoute, index: u32) -> RouteMessage {
     message
 }
 
+/// RTM_NEWROUTE with `NLM_F_CREATE` and without `NLM_F_EXCL`, as the
+/// reference plugins add routes: a route to a destination that already has
+/// one (the cluster network's default route) is added beside it instead of
+/// failing with EEXIST.
+async fn add_route(handle: &Handle, message: RouteMessage) -> Result<(), rtnetlink::Error> {
+    use futures::StreamExt;
+    use rtnetlink::packet_core::{
+        NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+    };
+    use rtnetlink::packet_route::RouteNetlinkMessage;
+    let mut request = NetlinkMessage::from(RouteNetlinkMessage::NewRoute(message));
+    request.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
+    let mut handle = handle.clone();
+    let mut responses = handle.request(request)?;
+    while let Some(response) = responses.next().await {
+        if let NetlinkPayload::Error(err) = response.payload {
+            return Err(rtnetlink::Error::NetlinkError(err));
+        }
+    }
+    Ok(())
+}
+
 fn route_oif(message: &RouteMessage) -> Option<u32> {
     message.attributes.iter().find_map(|attribute| match attribute {
         rtnetlink::packet_route::route::RouteAttribute::Oif(index) => Some(*index),
@@ -640,7 +659,7 @@ pub fn add_default_route(handles: &Handles, ifname: &str, gateway: IpAddr) -> Re
             table: None,
             scope: None,
         };
-        match handle.route().add(route_message(&route, link.index)).execute().await {
+        match add_route(handle, route_message(&route, link.index)).await {
             Ok(()) => Ok(()),
             Err(err) if errno_of(&err) == Some(libc_errno::EEXIST) => Ok(()),
             Err(err) => Err(format!("adding default route via {gateway} dev {ifname}: {err}")),

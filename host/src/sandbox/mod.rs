@@ -201,6 +201,9 @@ pub enum SandboxError {
     /// The guest returned its own CNI error.
     #[error("{msg}")]
     Plugin { code: u32, msg: String, details: String },
+    /// The compiled-code cache directory cannot be used.
+    #[error("compiled-code cache: {0}")]
+    CacheDir(cache::CacheError),
     /// The compiled-code cache failed in a way that is not a miss.
     #[error("plugin {plugin}: compiled-code cache: {source}")]
     Cache {
@@ -242,7 +245,7 @@ impl SandboxError {
             SandboxError::Panic { .. } | SandboxError::Trap { .. } => code::TRAP,
             SandboxError::OutputLimit { .. } | SandboxError::InvalidOutput { .. } => code::OUTPUT,
             SandboxError::Plugin { code, .. } => *code,
-            SandboxError::Cache { .. } | SandboxError::Engine(_) => 999,
+            SandboxError::CacheDir(_) | SandboxError::Cache { .. } | SandboxError::Engine(_) => 999,
         }
     }
 
@@ -358,12 +361,7 @@ impl Sandbox {
         let engine = Engine::new(&engine_config(&limits))
             .map_err(|err| SandboxError::Engine(err.to_string()))?;
         let cache = match cache_dir {
-            Some(dir) => Some(ModuleCache::new(dir, &engine).map_err(|source| {
-                SandboxError::Cache {
-                    plugin: "-".into(),
-                    source,
-                }
-            })?),
+            Some(dir) => Some(ModuleCache::new(dir, &engine).map_err(SandboxError::CacheDir)?),
             None => None,
         };
         Ok(Sandbox {
