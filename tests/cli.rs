@@ -51,8 +51,14 @@ fn inspect_prints_digest_abi_world_size_and_imports() {
         .iter()
         .map(|import| import.as_str().unwrap())
         .collect();
-    assert!(imports.contains(&"multus-wasm:plugin/ipam-store@0.1.0"), "{imports:?}");
-    assert!(imports.iter().all(|import| !import.starts_with("wasi:")), "{imports:?}");
+    assert!(
+        imports.contains(&"multus-wasm:plugin/ipam-store@0.1.0"),
+        "{imports:?}"
+    );
+    assert!(
+        imports.iter().all(|import| !import.starts_with("wasi:")),
+        "{imports:?}"
+    );
     assert_eq!(inspection["usesWasi"], false);
 }
 
@@ -78,8 +84,21 @@ fn macvlan_run(plugin: &str, dir: &Path, cache: &Path) -> Output {
         &json!({"cniVersion": "1.0.0", "ips": [{"address": "192.168.1.2/24", "gateway": "192.168.1.1"}], "routes": [{"dst": "0.0.0.0/0"}]}),
     );
     run(&[
-        "plugin", "run", plugin, "--command", "ADD", "--config", &config, "--ipam-result", &ipam_result,
-        "--ifname", "net7", "--container-id", "cli-test", "--cache-dir", &cache.display().to_string(),
+        "plugin",
+        "run",
+        plugin,
+        "--command",
+        "ADD",
+        "--config",
+        &config,
+        "--ipam-result",
+        &ipam_result,
+        "--ifname",
+        "net7",
+        "--container-id",
+        "cli-test",
+        "--cache-dir",
+        &cache.display().to_string(),
     ])
 }
 
@@ -95,36 +114,74 @@ fn run_prints_the_typed_plan_the_same_for_both_targets() {
     assert_eq!(ops[0]["name"], "net7");
     assert_eq!(ops[0]["master"], "lo");
     assert_eq!(ops[0]["mode"], "vepa");
-    assert!(ops.iter().any(|op| op["op"] == "add-address" && op["address"] == "192.168.1.2/24"));
-    assert!(ops.iter().any(|op| op["op"] == "add-route" && op["gateway"] == "192.168.1.1"));
+    assert!(
+        ops.iter()
+            .any(|op| op["op"] == "add-address" && op["address"] == "192.168.1.2/24")
+    );
+    assert!(
+        ops.iter()
+            .any(|op| op["op"] == "add-route" && op["gateway"] == "192.168.1.1")
+    );
     assert_eq!(plan["result"]["cniVersion"], "1.0.0");
     assert_eq!(plan["result"]["interfaces"][0]["name"], "net7");
     let wasip2 = macvlan_run(test_artifacts::MACVLAN_WASIP2, dir.path(), &cache);
     assert!(wasip2.status.success(), "{wasip2:?}");
-    assert_eq!(stdout_json(&wasip2), plan, "the two builds must plan identically");
+    assert_eq!(
+        stdout_json(&wasip2),
+        plan,
+        "the two builds must plan identically"
+    );
 }
 
 #[test]
 fn run_prints_the_cni_error_of_a_failing_guest() {
     let dir = support::scratch();
-    let config = write(dir.path(), "netconf.json", &json!({"cniVersion": "1.0.0", "name": "x", "type": "macvlan", "master": "no-such-master"}));
+    let config = write(
+        dir.path(),
+        "netconf.json",
+        &json!({"cniVersion": "1.0.0", "name": "x", "type": "macvlan", "master": "no-such-master"}),
+    );
     let output = run(&[
-        "plugin", "run", test_artifacts::MACVLAN, "--command", "ADD", "--config", &config, "--no-cache",
+        "plugin",
+        "run",
+        test_artifacts::MACVLAN,
+        "--command",
+        "ADD",
+        "--config",
+        &config,
+        "--no-cache",
     ]);
     assert_eq!(output.status.code(), Some(1));
     let error = stdout_json(&output);
     assert_eq!(error["code"], 999);
-    assert_eq!(error["msg"], "failed to lookup master \"no-such-master\": Link not found");
+    assert_eq!(
+        error["msg"],
+        "failed to lookup master \"no-such-master\": Link not found"
+    );
 }
 
 #[test]
 fn run_traps_a_loop_at_the_requested_deadline() {
     let dir = support::scratch();
-    let config = write(dir.path(), "loop.json", &json!({"cniVersion": "1.0.0", "name": "x", "type": "hostile", "behaviour": "loop"}));
+    let config = write(
+        dir.path(),
+        "loop.json",
+        &json!({"cniVersion": "1.0.0", "name": "x", "type": "hostile", "behaviour": "loop"}),
+    );
     let started = std::time::Instant::now();
     let output = run(&[
-        "plugin", "run", test_artifacts::HOSTILE, "--command", "ADD", "--config", &config, "--no-cache",
-        "--timeout-ms", "200", "--fuel", "100000000000000",
+        "plugin",
+        "run",
+        test_artifacts::HOSTILE,
+        "--command",
+        "ADD",
+        "--config",
+        &config,
+        "--no-cache",
+        "--timeout-ms",
+        "200",
+        "--fuel",
+        "100000000000000",
     ]);
     let error = stdout_json(&output);
     assert_eq!(error["code"], 101, "{error}");
@@ -134,13 +191,27 @@ fn run_traps_a_loop_at_the_requested_deadline() {
 #[test]
 fn wasip2_stdout_goes_to_the_host_log_under_the_plugin_name() {
     let dir = support::scratch();
-    let config = write(dir.path(), "print.json", &json!({"cniVersion": "1.0.0", "name": "x", "type": "hostile", "behaviour": "print", "message": "hello-from-the-guest"}));
+    let config = write(
+        dir.path(),
+        "print.json",
+        &json!({"cniVersion": "1.0.0", "name": "x", "type": "hostile", "behaviour": "print", "message": "hello-from-the-guest"}),
+    );
     let output = run(&[
-        "plugin", "run", test_artifacts::HOSTILE_WASIP2, "--command", "ADD", "--config", &config, "--no-cache",
+        "plugin",
+        "run",
+        test_artifacts::HOSTILE_WASIP2,
+        "--command",
+        "ADD",
+        "--config",
+        &config,
+        "--no-cache",
     ]);
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(!stdout.contains("hello-from-the-guest"), "guest output leaked to stdout: {stdout}");
+    assert!(
+        !stdout.contains("hello-from-the-guest"),
+        "guest output leaked to stdout: {stdout}"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     let line = stderr
         .lines()
@@ -161,18 +232,36 @@ fn run_uses_a_scratch_store_for_ipam_and_the_state_dir_when_given() {
     let state = dir.path().join("state");
     let args = |id: &str| {
         vec![
-            "plugin".to_string(), "run".into(), test_artifacts::HOST_LOCAL.into(), "--command".into(), "ADD".into(),
-            "--config".into(), config.clone(), "--no-cache".into(), "--container-id".into(), id.into(),
-            "--state-dir".into(), state.display().to_string(),
+            "plugin".to_string(),
+            "run".into(),
+            test_artifacts::HOST_LOCAL.into(),
+            "--command".into(),
+            "ADD".into(),
+            "--config".into(),
+            config.clone(),
+            "--no-cache".into(),
+            "--container-id".into(),
+            id.into(),
+            "--state-dir".into(),
+            state.display().to_string(),
         ]
     };
     let first = Command::new(BINARY).args(args("c1")).output().unwrap();
     assert!(first.status.success(), "{first:?}");
-    assert_eq!(stdout_json(&first)["result"]["ips"][0]["address"], "10.9.0.2/29");
+    assert_eq!(
+        stdout_json(&first)["result"]["ips"][0]["address"],
+        "10.9.0.2/29"
+    );
     assert_eq!(stdout_json(&first)["ops"], json!([]));
     let second = Command::new(BINARY).args(args("c2")).output().unwrap();
-    assert_eq!(stdout_json(&second)["result"]["ips"][0]["address"], "10.9.0.3/29");
-    assert_eq!(std::fs::read(state.join("clinet/10.9.0.2")).unwrap(), b"c1\r\nnet1");
+    assert_eq!(
+        stdout_json(&second)["result"]["ips"][0]["address"],
+        "10.9.0.3/29"
+    );
+    assert_eq!(
+        std::fs::read(state.join("clinet/10.9.0.2")).unwrap(),
+        b"c1\r\nnet1"
+    );
 }
 
 fn compiled(output: &Output) -> bool {
@@ -185,10 +274,18 @@ fn the_cache_compiles_once_and_recovers_from_a_truncated_entry() {
     let cache = dir.path().join("cache");
     let first = macvlan_run(test_artifacts::MACVLAN, dir.path(), &cache);
     assert!(first.status.success(), "{first:?}");
-    assert!(compiled(&first), "the first run compiles: {}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        compiled(&first),
+        "the first run compiles: {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let second = macvlan_run(test_artifacts::MACVLAN, dir.path(), &cache);
     assert!(second.status.success());
-    assert!(!compiled(&second), "the second run must not compile: {}", String::from_utf8_lossy(&second.stderr));
+    assert!(
+        !compiled(&second),
+        "the second run must not compile: {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     assert!(String::from_utf8_lossy(&second.stderr).contains("cache=Hit"));
 
     // Truncate the artifact: the next run recompiles and succeeds.
@@ -198,7 +295,12 @@ fn the_cache_compiles_once_and_recovers_from_a_truncated_entry() {
         .find(|path| path.file_name().unwrap().to_string_lossy() == format!("{digest}.cwasm"))
         .expect("an artifact named by the digest");
     let length = std::fs::metadata(&artifact).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&artifact).unwrap().set_len(length / 3).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&artifact)
+        .unwrap()
+        .set_len(length / 3)
+        .unwrap();
     let third = macvlan_run(test_artifacts::MACVLAN, dir.path(), &cache);
     assert!(third.status.success(), "{third:?}");
     assert!(compiled(&third), "a truncated entry is a miss");
@@ -226,7 +328,10 @@ fn eight_concurrent_first_calls_compile_once() {
         .map(|handle| handle.join().unwrap())
         .filter(|compiled| *compiled)
         .count();
-    assert_eq!(compiles, 1, "exactly one of 8 concurrent first calls compiles");
+    assert_eq!(
+        compiles, 1,
+        "exactly one of 8 concurrent first calls compiles"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -251,13 +356,20 @@ fn cni_version_is_answered_per_spec() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(br#"{"cniVersion":"0.4.0"}"#).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"cniVersion":"0.4.0"}"#)
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
     let version = stdout_json(&output);
     assert_eq!(version["cniVersion"], "0.4.0");
     assert_eq!(
         version["supportedVersions"],
-        json!(["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+        json!([
+            "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"
+        ])
     );
 }

@@ -43,8 +43,17 @@ fn the_seed_netconf_gives_net1_with_the_first_address_and_del_removes_it() {
     let link = link_json(&pod, "net1");
     assert_eq!(link["linkinfo"]["info_kind"], "macvlan");
     assert_eq!(link["linkinfo"]["info_data"]["mode"], "bridge");
-    assert_eq!(result["interfaces"][0]["mac"], link["address"], "result MAC is the kernel's");
-    assert!(link["flags"].as_array().unwrap().iter().any(|flag| flag == "UP"));
+    assert_eq!(
+        result["interfaces"][0]["mac"], link["address"],
+        "result MAC is the kernel's"
+    );
+    assert!(
+        link["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|flag| flag == "UP")
+    );
     assert_eq!(pod.addresses("net1"), vec!["192.168.1.200/24"]);
     let routes = pod.ip_json(&["-4", "route", "show", "default"]);
     assert_eq!(routes[0]["gateway"], "192.168.1.1");
@@ -70,12 +79,19 @@ fn the_seed_netconf_gives_net1_with_the_first_address_and_del_removes_it() {
     cni.call("DEL", &config).ok();
     assert!(!pod.has_link("net1"), "DEL removes the link");
     assert_eq!(reservations(&data, "macvlan-conf"), vec!["192.168.1.201"]);
-    assert!(files(&dir.path().join("cni/multus-wasm")).iter().all(|name| !name.contains("seed-1")));
+    assert!(
+        files(&dir.path().join("cni/multus-wasm"))
+            .iter()
+            .all(|name| !name.contains("seed-1"))
+    );
     cni2.call("DEL", &config).ok();
     assert!(reservations(&data, "macvlan-conf").is_empty());
 }
 
-fn add_one(netconf: Value, args: &str) -> (Node, Netns, tempfile::TempDir, support::CniOutput, Value) {
+fn add_one(
+    netconf: Value,
+    args: &str,
+) -> (Node, Netns, tempfile::TempDir, support::CniOutput, Value) {
     let node = Node::new();
     let dir = scratch();
     let config = delegates_config(dir.path(), vec![netconf]);
@@ -97,7 +113,11 @@ fn every_macvlan_mode_is_created_as_asked() {
         netconf["mode"] = json!(mode);
         let (_node, pod, _dir, output, _) = add_one(netconf, "");
         output.ok();
-        assert_eq!(link_json(&pod, "net1")["linkinfo"]["info_data"]["mode"], mode, "mode {mode}");
+        assert_eq!(
+            link_json(&pod, "net1")["linkinfo"]["info_data"]["mode"],
+            mode,
+            "mode {mode}"
+        );
     }
 }
 
@@ -107,11 +127,15 @@ fn mtu_and_mac_are_applied_and_bad_mtu_is_refused() {
     let mut netconf = seed_netconf(&dir.path().join("ipam"));
     netconf["mtu"] = json!(1280);
     netconf["mac"] = json!("c2:11:22:33:44:01");
-    let (_node, pod, _dir, output, _) = add_one(netconf.clone(), "IgnoreUnknown=1;MAC=c2:11:22:33:44:55");
+    let (_node, pod, _dir, output, _) =
+        add_one(netconf.clone(), "IgnoreUnknown=1;MAC=c2:11:22:33:44:55");
     output.ok();
     let link = link_json(&pod, "net1");
     assert_eq!(link["mtu"], 1280);
-    assert_eq!(link["address"], "c2:11:22:33:44:55", "CNI_ARGS MAC= beats the config's mac");
+    assert_eq!(
+        link["address"], "c2:11:22:33:44:55",
+        "CNI_ARGS MAC= beats the config's mac"
+    );
     assert_eq!(output.json()["interfaces"][0]["mac"], "c2:11:22:33:44:55");
 
     netconf["mtu"] = json!(9000);
@@ -119,7 +143,14 @@ fn mtu_and_mac_are_applied_and_bad_mtu_is_refused() {
     netconf["ipam"]["dataDir"] = json!(fresh.path().join("ipam"));
     let (_node, pod, _dir, output, _) = add_one(netconf, "");
     assert_eq!(output.error_code(), 999);
-    assert!(output.json()["msg"].as_str().unwrap().contains("invalid MTU 9000"), "{}", output.stdout);
+    assert!(
+        output.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("invalid MTU 9000"),
+        "{}",
+        output.stdout
+    );
     assert!(!pod.has_link("net1"));
     assert!(reservations(&fresh.path().join("ipam"), "macvlan-conf").is_empty());
 }
@@ -131,7 +162,13 @@ fn l2_mode_creates_an_up_link_without_addresses() {
     output.ok();
     assert!(output.json()["ips"].is_null() || output.json()["ips"] == json!([]));
     assert!(pod.addresses("net1").is_empty());
-    assert!(link_json(&pod, "net1")["flags"].as_array().unwrap().iter().any(|flag| flag == "UP"));
+    assert!(
+        link_json(&pod, "net1")["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|flag| flag == "UP")
+    );
 }
 
 #[test]
@@ -171,10 +208,24 @@ fn two_pods_on_one_master_ping_each_other_in_bridge_mode() {
         cni.call("ADD", &config).ok();
     }
     let ping = std::process::Command::new("ip")
-        .args(["netns", "exec", &pods[0].name, "ping", "-c", "2", "-W", "2", "192.168.1.201"])
+        .args([
+            "netns",
+            "exec",
+            &pods[0].name,
+            "ping",
+            "-c",
+            "2",
+            "-W",
+            "2",
+            "192.168.1.201",
+        ])
         .output()
         .unwrap();
-    assert!(ping.status.success(), "ping failed: {}", String::from_utf8_lossy(&ping.stdout));
+    assert!(
+        ping.status.success(),
+        "ping failed: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
 }
 
 #[test]
@@ -219,11 +270,30 @@ fn a_failure_at_every_op_index_leaves_nothing_behind() {
         cni.extra_env = vec![("MULTUS_WASM_FAULT_AT_OP".into(), index.to_string())];
         let output = cni.call("ADD", &config);
         assert_ne!(output.code, 0, "fault at op {index} must fail the ADD");
-        assert!(output.stdout.contains(&format!("injected fault before op {index}")), "{}", output.stdout);
+        assert!(
+            output
+                .stdout
+                .contains(&format!("injected fault before op {index}")),
+            "{}",
+            output.stdout
+        );
         assert!(!pod.has_link("net1"), "op {index}: link left behind");
-        assert_eq!(pod.ip_json(&["-o", "link"]).as_array().map(Vec::len).unwrap_or(1), 1, "only lo remains");
-        assert!(reservations(&data, "macvlan-conf").is_empty(), "op {index}: reservation left behind");
-        assert!(files(&dir.path().join("cni/multus-wasm")).is_empty(), "op {index}: cache left behind");
+        assert_eq!(
+            pod.ip_json(&["-o", "link"])
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(1),
+            1,
+            "only lo remains"
+        );
+        assert!(
+            reservations(&data, "macvlan-conf").is_empty(),
+            "op {index}: reservation left behind"
+        );
+        assert!(
+            files(&dir.path().join("cni/multus-wasm")).is_empty(),
+            "op {index}: cache left behind"
+        );
     }
 }
 
@@ -248,7 +318,14 @@ fn a_plan_that_breaks_policy_is_refused_with_nothing_applied() {
     cni.ifname = "net1".into();
     let output = cni.call("ADD", &config);
     assert_eq!(output.error_code(), 107);
-    assert!(output.json()["msg"].as_str().unwrap().contains("op 2 (set-sysctl"), "{}", output.stdout);
+    assert!(
+        output.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("op 2 (set-sysctl"),
+        "{}",
+        output.stdout
+    );
     assert!(!pod.has_link("net1"), "nothing may be applied");
     assert_eq!(pod.sysctl("net/ipv4/conf/all/forwarding"), "0");
 }

@@ -78,7 +78,10 @@ fn an_infinite_loop_stops_at_the_deadline() {
     assert_eq!(err.cni_code(), code::DEADLINE);
     assert!(err.to_string().contains("300 ms"), "{err}");
     assert_names_plugin(&err, &digest_of(test_artifacts::HOSTILE));
-    assert!(elapsed >= Duration::from_millis(300), "stopped early: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(300),
+        "stopped early: {elapsed:?}"
+    );
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
     assert_healthy(&sandbox, &plugin);
 }
@@ -112,31 +115,54 @@ fn each_limit_has_its_own_error() {
     let plugin = hostile(&sandbox);
     let digest = digest_of(test_artifacts::HOSTILE);
 
-    let (err, _) = call(&sandbox, &plugin, serde_json::json!({"behaviour": "memory-bomb"}));
+    let (err, _) = call(
+        &sandbox,
+        &plugin,
+        serde_json::json!({"behaviour": "memory-bomb"}),
+    );
     assert!(matches!(err, SandboxError::Memory { .. }), "{err}");
     assert_eq!(err.cni_code(), code::MEMORY);
-    assert!(err.to_string().contains(&(16u64 << 20).to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&(16u64 << 20).to_string()),
+        "{err}"
+    );
     assert_names_plugin(&err, &digest);
     assert_healthy(&sandbox, &plugin);
 
-    let (err, _) = call(&sandbox, &plugin, serde_json::json!({"behaviour": "recursion"}));
+    let (err, _) = call(
+        &sandbox,
+        &plugin,
+        serde_json::json!({"behaviour": "recursion"}),
+    );
     assert!(matches!(err, SandboxError::Stack { .. }), "{err}");
     assert_eq!(err.cni_code(), code::STACK);
     assert_names_plugin(&err, &digest);
     assert_healthy(&sandbox, &plugin);
 
-    let (err, _) = call(&sandbox, &plugin, serde_json::json!({"behaviour": "huge-plan", "count": 100_000}));
+    let (err, _) = call(
+        &sandbox,
+        &plugin,
+        serde_json::json!({"behaviour": "huge-plan", "count": 100_000}),
+    );
     assert!(matches!(err, SandboxError::OutputLimit { .. }), "{err}");
     assert_eq!(err.cni_code(), code::OUTPUT);
     assert!(err.to_string().contains("100000 ops"), "{err}");
     assert_healthy(&sandbox, &plugin);
 
-    let (err, _) = call(&sandbox, &plugin, serde_json::json!({"behaviour": "long-string", "count": 5000}));
+    let (err, _) = call(
+        &sandbox,
+        &plugin,
+        serde_json::json!({"behaviour": "long-string", "count": 5000}),
+    );
     assert!(matches!(err, SandboxError::OutputLimit { .. }), "{err}");
     assert!(err.to_string().contains("5000 bytes"), "{err}");
     assert_healthy(&sandbox, &plugin);
 
-    let (err, _) = call(&sandbox, &plugin, serde_json::json!({"behaviour": "panic", "message": "boom-4711"}));
+    let (err, _) = call(
+        &sandbox,
+        &plugin,
+        serde_json::json!({"behaviour": "panic", "message": "boom-4711"}),
+    );
     assert!(matches!(err, SandboxError::Panic { .. }), "{err}");
     assert_eq!(err.cni_code(), code::TRAP);
     assert!(err.to_string().contains("boom-4711"), "{err}");
@@ -158,7 +184,11 @@ fn each_limit_has_its_own_error() {
 fn a_guest_error_keeps_its_cni_code() {
     let sandbox = Sandbox::new(Limits::default(), None).unwrap();
     let plugin = hostile(&sandbox);
-    let (err, _) = call(&sandbox, &plugin, serde_json::json!({"behaviour": "no-such-behaviour"}));
+    let (err, _) = call(
+        &sandbox,
+        &plugin,
+        serde_json::json!({"behaviour": "no-such-behaviour"}),
+    );
     let cni: CniError = err.into();
     assert_eq!(cni.code, 7);
     assert!(cni.msg.contains("no-such-behaviour"), "{cni}");
@@ -173,15 +203,27 @@ fn unknown_imports_and_abi_versions_are_refused_at_load() {
     assert!(matches!(err, SandboxError::UnknownImport { .. }), "{err}");
     assert_eq!(err.cni_code(), code::PLUGIN_REFUSED);
     assert!(err.to_string().contains("test:bad-import/spawn"), "{err}");
-    assert!(err.to_string().contains(&digest_of(test_artifacts::BAD_IMPORT)), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&digest_of(test_artifacts::BAD_IMPORT)),
+        "{err}"
+    );
 
     let err = sandbox
         .load("abi-future", Path::new(test_artifacts::ABI_FUTURE), None)
         .unwrap_err();
     assert!(matches!(err, SandboxError::UnsupportedAbi { .. }), "{err}");
     assert_eq!(err.cni_code(), code::PLUGIN_REFUSED);
-    assert!(err.to_string().contains("multus-wasm:plugin/delegate@0.9.0"), "{err}");
-    assert!(err.to_string().contains(&digest_of(test_artifacts::ABI_FUTURE)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("multus-wasm:plugin/delegate@0.9.0"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&digest_of(test_artifacts::ABI_FUTURE)),
+        "{err}"
+    );
 }
 
 #[test]
@@ -192,7 +234,11 @@ fn a_digest_mismatch_or_a_non_component_is_refused() {
         .load("macvlan", Path::new(test_artifacts::MACVLAN), Some(&wrong))
         .unwrap_err();
     assert!(matches!(err, SandboxError::DigestMismatch { .. }), "{err}");
-    assert!(err.to_string().contains(&digest_of(test_artifacts::MACVLAN)), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&digest_of(test_artifacts::MACVLAN)),
+        "{err}"
+    );
     assert!(err.to_string().contains(&wrong), "{err}");
 
     let dir = support::scratch();
@@ -206,7 +252,9 @@ fn a_digest_mismatch_or_a_non_component_is_refused() {
 #[test]
 fn worlds_are_read_from_the_exports_and_checked_at_call() {
     let sandbox = Sandbox::new(Limits::default(), None).unwrap();
-    let macvlan = sandbox.load("macvlan", Path::new(test_artifacts::MACVLAN), None).unwrap();
+    let macvlan = sandbox
+        .load("macvlan", Path::new(test_artifacts::MACVLAN), None)
+        .unwrap();
     let host_local = sandbox
         .load("host-local", Path::new(test_artifacts::HOST_LOCAL), None)
         .unwrap();
@@ -215,7 +263,11 @@ fn worlds_are_read_from_the_exports_and_checked_at_call() {
     assert!(!macvlan.abi.uses_wasi);
     assert_eq!(host_local.abi.world, World::Ipam);
     let err = sandbox
-        .call_delegate(&host_local, Box::new(NoLinks), &request(serde_json::json!({})))
+        .call_delegate(
+            &host_local,
+            Box::new(NoLinks),
+            &request(serde_json::json!({})),
+        )
         .unwrap_err();
     assert!(matches!(err, SandboxError::WrongWorld { .. }), "{err}");
     let wasip2 = sandbox

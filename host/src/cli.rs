@@ -49,7 +49,7 @@ enum PluginCmd {
     },
     /// Run a plugin in the production sandbox and print its plan as JSON,
     /// applying nothing.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -146,12 +146,19 @@ fn read_json(path: &Path, what: &str) -> Result<(String, Value), CniError> {
         CniError::io_failure(format!("cannot read {what} {}: {err}", path.display()))
     })?;
     let value = serde_json::from_str(&text).map_err(|err| {
-        CniError::decoding_failure(format!("{what} {} is not valid JSON: {err}", path.display()))
+        CniError::decoding_failure(format!(
+            "{what} {} is not valid JSON: {err}",
+            path.display()
+        ))
     })?;
     Ok((text, value))
 }
 
-fn read_result(path: Option<&Path>, what: &str, version: CniVersion) -> Result<Option<CniResult>, CniError> {
+fn read_result(
+    path: Option<&Path>,
+    what: &str,
+    version: CniVersion,
+) -> Result<Option<CniResult>, CniError> {
     let Some(path) = path else { return Ok(None) };
     let (_, value) = read_json(path, what)?;
     CniResult::from_value(&value, version).map(Some)

@@ -39,20 +39,25 @@ pub fn run(vars: impl IntoIterator<Item = (String, String)>, stdin: &[u8]) -> (S
     }
 }
 
-fn dispatch(vars: impl IntoIterator<Item = (String, String)>, stdin: &[u8]) -> Result<String, CniError> {
+fn dispatch(
+    vars: impl IntoIterator<Item = (String, String)>,
+    stdin: &[u8],
+) -> Result<String, CniError> {
     let env = CniEnv::from_vars(vars)?;
     if env.command == CniCommand::Version {
         return Ok(version_output(requested_version(stdin).as_deref()));
     }
-    let parsed = MultusConfig::parse(stdin).map_err(|err| CniError::new(err.cni_code(), err.to_string()))?;
+    let parsed =
+        MultusConfig::parse(stdin).map_err(|err| CniError::new(err.cni_code(), err.to_string()))?;
     let config = parsed.config;
     let level = crate::logging::multus_level(config.log_level);
     crate::logging::init_cni(config.log_file.as_deref(), level, config.log_to_stderr);
     if !parsed.unknown_fields.is_empty() {
         tracing::warn!(fields = ?parsed.unknown_fields, "unknown fields in the multus-wasm config are ignored");
     }
-    let stdin_value: serde_json::Value = serde_json::from_slice(stdin)
-        .map_err(|err| CniError::decoding_failure(format!("error decoding network config: {err}")))?;
+    let stdin_value: serde_json::Value = serde_json::from_slice(stdin).map_err(|err| {
+        CniError::decoding_failure(format!("error decoding network config: {err}"))
+    })?;
     tracing::info!(command = %env.command, container = ?env.container_id, netns = ?env.netns, ifname = ?env.ifname, "CNI call");
 
     let runtime = Arc::new(

@@ -16,9 +16,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::annotations::{self, DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION};
-use crate::attachments::{
-    self, DefaultRouteAction, DelegateSpec, LegacyArgsSupport, nad_config,
-};
+use crate::attachments::{self, DefaultRouteAction, DelegateSpec, LegacyArgsSupport, nad_config};
 use crate::cni::{CniEnv, CniError, CniResult, CniVersion, GcAttachment, Route, valid_attachments};
 use crate::config::MultusConfig;
 use crate::delegate::{Attachment, Node};
@@ -124,17 +122,28 @@ impl<'a> Call<'a> {
                 path.to_path_buf()
             };
             let text = std::fs::read(&file).map_err(|err| {
-                CniError::invalid_network_config(format!("cannot read network config {}: {err}", file.display()))
+                CniError::invalid_network_config(format!(
+                    "cannot read network config {}: {err}",
+                    file.display()
+                ))
             })?;
             let config: Value = serde_json::from_slice(&text).map_err(|err| {
-                CniError::decoding_failure(format!("network config {} is not valid JSON: {err}", file.display()))
+                CniError::decoding_failure(format!(
+                    "network config {} is not valid JSON: {err}",
+                    file.display()
+                ))
             })?;
-            let name = config.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+            let name = config
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             return Ok((name, config));
         }
         let namespace = &self.config.multus_namespace;
         if let Some(nad) = self.source.get_nad(namespace, reference)? {
-            let config = nad_config(reference, nad.config.as_deref(), &self.config.conf_dir).map_err(attach_error)?;
+            let config = nad_config(reference, nad.config.as_deref(), &self.config.conf_dir)
+                .map_err(attach_error)?;
             return Ok((format!("{namespace}/{reference}"), config));
         }
         let config = nad_config(reference, None, &self.config.conf_dir).map_err(attach_error)?;
@@ -156,7 +165,10 @@ impl<'a> Call<'a> {
             }
             None => {
                 for (index, delegate) in self.config.delegates.iter().enumerate() {
-                    let name = delegate.get("name").and_then(Value::as_str).unwrap_or_default();
+                    let name = delegate
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
                     let mut spec = DelegateSpec::cluster_network(name, delegate.clone());
                     spec.is_master = index == 0;
                     specs.push(spec);
@@ -164,7 +176,12 @@ impl<'a> Call<'a> {
             }
         }
         let pod_namespace = pod.map(|pod| pod.namespace.as_str()).unwrap_or_default();
-        if !self.config.system_namespaces.iter().any(|ns| ns == pod_namespace) {
+        if !self
+            .config
+            .system_namespaces
+            .iter()
+            .any(|ns| ns == pod_namespace)
+        {
             for reference in &self.config.default_networks {
                 let (name, config) = self.resolve_network(reference)?;
                 let mut spec = DelegateSpec::cluster_network(name, config);
@@ -177,17 +194,26 @@ impl<'a> Call<'a> {
         };
         if let Some(value) = pod.annotations.get(DEFAULT_NETWORK_ANNOTATION)
             && let Some(selection) =
-                annotations::parse_default_network(value, &self.config.multus_namespace).map_err(annotation_error)?
+                annotations::parse_default_network(value, &self.config.multus_namespace)
+                    .map_err(annotation_error)?
         {
-            let nad = self.source.get_nad(&selection.namespace, &selection.name)?.ok_or_else(|| {
-                CniError::invalid_network_config(format!(
-                    "cannot find the default network {}/{} (v1.multus-cni.io/default-network)",
-                    selection.namespace, selection.name
-                ))
-            })?;
-            let config = nad_config(&selection.name, nad.config.as_deref(), &self.config.conf_dir)
-                .map_err(attach_error)?;
-            let mut spec = DelegateSpec::from_selection(&selection, config).map_err(attach_error)?;
+            let nad = self
+                .source
+                .get_nad(&selection.namespace, &selection.name)?
+                .ok_or_else(|| {
+                    CniError::invalid_network_config(format!(
+                        "cannot find the default network {}/{} (v1.multus-cni.io/default-network)",
+                        selection.namespace, selection.name
+                    ))
+                })?;
+            let config = nad_config(
+                &selection.name,
+                nad.config.as_deref(),
+                &self.config.conf_dir,
+            )
+            .map_err(attach_error)?;
+            let mut spec =
+                DelegateSpec::from_selection(&selection, config).map_err(attach_error)?;
             spec.is_master = true;
             if specs.is_empty() {
                 specs.push(spec);
@@ -196,7 +222,9 @@ impl<'a> Call<'a> {
             }
         }
         if let Some(value) = pod.annotations.get(NETWORKS_ANNOTATION) {
-            for selection in annotations::parse_networks(value, &pod.namespace).map_err(annotation_error)? {
+            for selection in
+                annotations::parse_networks(value, &pod.namespace).map_err(annotation_error)?
+            {
                 attachments::check_namespace_isolation(
                     &pod.namespace,
                     &selection.namespace,
@@ -210,8 +238,12 @@ impl<'a> Call<'a> {
                         selection.name, selection.namespace, pod.namespace, pod.name
                     ))
                 })?;
-                let config = nad_config(&selection.name, nad.config.as_deref(), &self.config.conf_dir)
-                    .map_err(attach_error)?;
+                let config = nad_config(
+                    &selection.name,
+                    nad.config.as_deref(),
+                    &self.config.conf_dir,
+                )
+                .map_err(attach_error)?;
                 specs.push(DelegateSpec::from_selection(&selection, config).map_err(attach_error)?);
             }
         }
@@ -219,8 +251,14 @@ impl<'a> Call<'a> {
     }
 
     /// The cache entries (config, args, runtimeConfig) for `specs`.
-    fn cached_attachments(&self, specs: &[DelegateSpec]) -> Result<Vec<CachedAttachment>, CniError> {
-        let legacy = LegacyArgsSupport::new(LEGACY_IP_TYPES.iter().copied(), LEGACY_MAC_TYPES.iter().copied());
+    fn cached_attachments(
+        &self,
+        specs: &[DelegateSpec],
+    ) -> Result<Vec<CachedAttachment>, CniError> {
+        let legacy = LegacyArgsSupport::new(
+            LEGACY_IP_TYPES.iter().copied(),
+            LEGACY_MAC_TYPES.iter().copied(),
+        );
         let base_args = base_cni_args(self.env);
         let runtime_config: Map<String, Value> = self
             .config
@@ -237,7 +275,8 @@ impl<'a> Call<'a> {
                 if !spec.is_master {
                     let declared = attachments::declared_capabilities(&spec.config);
                     capability_args.extend(
-                        attachments::capability_args(spec, &declared, &legacy).map_err(attach_error)?,
+                        attachments::capability_args(spec, &declared, &legacy)
+                            .map_err(attach_error)?,
                     );
                     cni_args.extend(attachments::legacy_cni_args(spec));
                 }
@@ -313,12 +352,17 @@ impl<'a> Call<'a> {
         cache.save(&record)?;
 
         let mut statuses = Vec::new();
-        for index in 0..record.attachments.len() {
-            let outcome = self.add_one(&record.attachments[index], &actions[index]);
+        for (index, action) in actions.iter().enumerate() {
+            let outcome = self.add_one(&record.attachments[index], action);
             match outcome {
                 Ok(result) => {
                     let cached = &mut record.attachments[index];
-                    statuses.extend(status::entries(&cached.name, &cached.ifname, cached.is_master, &result));
+                    statuses.extend(status::entries(
+                        &cached.name,
+                        &cached.ifname,
+                        cached.is_master,
+                        &result,
+                    ));
                     cached.result = Some(result.to_json(CniVersion::V1_1_0)?);
                     cached.state = AttachmentState::Added;
                     if let Err(err) = cache.save(&record) {
@@ -342,7 +386,10 @@ impl<'a> Call<'a> {
                     }
                     return Err(CniError::new(
                         err.code,
-                        format!("[{label}:{network}]: error adding container to network {name:?}: {}", err.msg),
+                        format!(
+                            "[{label}:{network}]: error adding container to network {name:?}: {}",
+                            err.msg
+                        ),
                     )
                     .with_details(err.details));
                 }
@@ -353,7 +400,10 @@ impl<'a> Call<'a> {
             && pod.is_some()
         {
             let annotation = status::annotation(&statuses);
-            if let Err(err) = self.source.set_network_status(&pod_ref.namespace, &pod_ref.name, &annotation) {
+            if let Err(err) =
+                self.source
+                    .set_network_status(&pod_ref.namespace, &pod_ref.name, &annotation)
+            {
                 tracing::error!(pod = %label, error = %err, "writing network-status failed, rolling back");
                 self.rollback(&record, record.attachments.len() - 1);
                 let _ = cache.remove(&container_id);
@@ -385,24 +435,40 @@ impl<'a> Call<'a> {
 
     /// ADD one attachment, then apply its default-route decision to the pod
     /// and to its result.
-    fn add_one(&self, cached: &CachedAttachment, action: &DefaultRouteAction) -> Result<CniResult, CniError> {
+    fn add_one(
+        &self,
+        cached: &CachedAttachment,
+        action: &DefaultRouteAction,
+    ) -> Result<CniResult, CniError> {
         let mut result = self.node.add(&self.attachment(cached))?;
-        let touches_routes = action.remove_v4_default || action.remove_v6_default || !action.add_gateways.is_empty();
+        let touches_routes =
+            action.remove_v4_default || action.remove_v6_default || !action.add_gateways.is_empty();
         if touches_routes && (!result.interfaces.is_empty() || !result.ips.is_empty()) {
             let handles = self.node.handles()?;
             let outcome = (|| {
-                for (remove, ipv6) in [(action.remove_v4_default, false), (action.remove_v6_default, true)] {
+                for (remove, ipv6) in [
+                    (action.remove_v4_default, false),
+                    (action.remove_v6_default, true),
+                ] {
                     if remove {
-                        executor::remove_default_routes(&handles, &cached.ifname, ipv6).map_err(CniError::internal)?;
-                        result
-                            .routes
-                            .retain(|route| !(route.dst.prefix_len() == 0 && route.dst.addr().is_ipv6() == ipv6));
+                        executor::remove_default_routes(&handles, &cached.ifname, ipv6)
+                            .map_err(CniError::internal)?;
+                        result.routes.retain(|route| {
+                            !(route.dst.prefix_len() == 0 && route.dst.addr().is_ipv6() == ipv6)
+                        });
                     }
                 }
                 for gateway in &action.add_gateways {
-                    executor::add_default_route(&handles, &cached.ifname, *gateway).map_err(CniError::internal)?;
-                    let dst = if gateway.is_ipv6() { "::/0" } else { "0.0.0.0/0" };
-                    result.routes.push(Route::new(dst.parse().expect("literal"), Some(*gateway)));
+                    executor::add_default_route(&handles, &cached.ifname, *gateway)
+                        .map_err(CniError::internal)?;
+                    let dst = if gateway.is_ipv6() {
+                        "::/0"
+                    } else {
+                        "0.0.0.0/0"
+                    };
+                    result
+                        .routes
+                        .push(Route::new(dst.parse().expect("literal"), Some(*gateway)));
                 }
                 Ok::<(), CniError>(())
             })();
@@ -461,7 +527,10 @@ impl<'a> Call<'a> {
             cache.remove(&container_id)?;
             Ok(())
         } else {
-            Err(CniError::internal(format!("DEL of {container_id}: {}", errors.join(" / "))))
+            Err(CniError::internal(format!(
+                "DEL of {container_id}: {}",
+                errors.join(" / ")
+            )))
         }
     }
 
@@ -482,15 +551,25 @@ impl<'a> Call<'a> {
     pub fn check(&self) -> Result<(), CniError> {
         let container_id = self.container_id();
         let record = self.cache().load(container_id)?.ok_or_else(|| {
-            CniError::unknown_container(format!("no attachments recorded for container {container_id}"))
+            CniError::unknown_container(format!(
+                "no attachments recorded for container {container_id}"
+            ))
         })?;
         for cached in &record.attachments {
             let result = cached.parsed_result().ok_or_else(|| {
-                CniError::internal(format!("attachment {} of {container_id} never completed ADD", cached.name))
+                CniError::internal(format!(
+                    "attachment {} of {container_id} never completed ADD",
+                    cached.name
+                ))
             })?;
             self.node
                 .check(&self.attachment(cached), &result)
-                .map_err(|err| CniError::new(err.code, format!("{} ({}): {}", cached.name, cached.ifname, err.msg)))?;
+                .map_err(|err| {
+                    CniError::new(
+                        err.code,
+                        format!("{} ({}): {}", cached.name, cached.ifname, err.msg),
+                    )
+                })?;
         }
         Ok(())
     }
@@ -502,7 +581,10 @@ impl<'a> Call<'a> {
             tracing::info!("GC without cni.dev/valid-attachments: nothing to do");
             return Ok(());
         };
-        let valid_containers: BTreeSet<&str> = valid.iter().map(|attachment| attachment.container_id.as_str()).collect();
+        let valid_containers: BTreeSet<&str> = valid
+            .iter()
+            .map(|attachment| attachment.container_id.as_str())
+            .collect();
         let cache = self.cache();
         let mut errors = Vec::new();
         let mut networks: BTreeMap<String, (Value, Vec<GcAttachment>)> = BTreeMap::new();
@@ -517,7 +599,12 @@ impl<'a> Call<'a> {
             };
             if valid_containers.contains(container_id.as_str()) {
                 for cached in &record.attachments {
-                    let network = cached.config.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                    let network = cached
+                        .config
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
                     networks
                         .entry(network)
                         .or_insert_with(|| (cached.config.clone(), Vec::new()))
@@ -536,7 +623,10 @@ impl<'a> Call<'a> {
                     continue;
                 }
             };
-            let stale = Call { node: &node, ..*self };
+            let stale = Call {
+                node: &node,
+                ..*self
+            };
             let mut failed = false;
             for cached in record.attachments.iter().rev() {
                 let result = cached.parsed_result();
@@ -588,19 +678,23 @@ impl<'a> Call<'a> {
 /// The lexically first `.conf`/`.conflist`/`.json` file in `dir`.
 fn first_conf_file(dir: &Path) -> Result<std::path::PathBuf, CniError> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|err| CniError::invalid_network_config(format!("cannot read {}: {err}", dir.display())))?
+        .map_err(|err| {
+            CniError::invalid_network_config(format!("cannot read {}: {err}", dir.display()))
+        })?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|path| {
             path.is_file()
-                && matches!(path.extension().and_then(|ext| ext.to_str()), Some("conf" | "conflist" | "json"))
+                && matches!(
+                    path.extension().and_then(|ext| ext.to_str()),
+                    Some("conf" | "conflist" | "json")
+                )
         })
         .collect();
     files.sort();
-    files
-        .into_iter()
-        .next()
-        .ok_or_else(|| CniError::invalid_network_config(format!("no network config in {}", dir.display())))
+    files.into_iter().next().ok_or_else(|| {
+        CniError::invalid_network_config(format!("no network config in {}", dir.display()))
+    })
 }
 
 /// Wait (up to 45 s, as Multus) for the readiness indicator file.
@@ -626,7 +720,10 @@ mod tests {
     #[test]
     fn pod_refs_need_namespace_and_name() {
         let args = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
         assert_eq!(
             PodRef::from_args(&args(&[
@@ -640,7 +737,10 @@ mod tests {
                 uid: "u1".into()
             })
         );
-        assert_eq!(PodRef::from_args(&args(&[("K8S_POD_NAME", "samplepod")])), None);
+        assert_eq!(
+            PodRef::from_args(&args(&[("K8S_POD_NAME", "samplepod")])),
+            None
+        );
     }
 
     #[test]

@@ -88,8 +88,14 @@ mod tests {
 
     #[test]
     fn relative_and_missing_paths_are_errors() {
-        assert!(matches!(read(Path::new("resolv.conf")), Err(ResolvError::Relative(_))));
+        assert!(matches!(
+            read(Path::new("resolv.conf")),
+            Err(ResolvError::Relative(_))
+        ));
         let err = read(Path::new("/nonexistent/resolv.conf")).unwrap_err();
-        assert!(err.to_string().starts_with("open /nonexistent/resolv.conf"), "{err}");
+        assert!(
+            err.to_string().starts_with("open /nonexistent/resolv.conf"),
+            "{err}"
+        );
     }
 }

@@ -45,7 +45,12 @@ pub struct NetworkStatus {
 }
 
 /// The entries of one attachment named `name` on `ifname`.
-pub fn entries(name: &str, ifname: &str, is_default: bool, result: &CniResult) -> Vec<NetworkStatus> {
+pub fn entries(
+    name: &str,
+    ifname: &str,
+    is_default: bool,
+    result: &CniResult,
+) -> Vec<NetworkStatus> {
     let result = result
         .convert_to(CniVersion::V1_1_0)
         .unwrap_or_else(|_| result.clone());
@@ -74,14 +79,23 @@ pub fn entries(name: &str, ifname: &str, is_default: bool, result: &CniResult) -
         .interfaces
         .iter()
         .enumerate()
-        .filter(|(_, interface)| interface.sandbox.as_deref().is_some_and(|sandbox| !sandbox.is_empty()))
+        .filter(|(_, interface)| {
+            interface
+                .sandbox
+                .as_deref()
+                .is_some_and(|sandbox| !sandbox.is_empty())
+        })
         .map(|(index, _)| index)
         .collect();
     if sandbox_interfaces.is_empty() {
         return vec![NetworkStatus {
             name: name.into(),
             interface: ifname.into(),
-            ips: result.ips.iter().map(|ip| ip.address.addr().to_string()).collect(),
+            ips: result
+                .ips
+                .iter()
+                .map(|ip| ip.address.addr().to_string())
+                .collect(),
             mac: String::new(),
             mtu: None,
             default: is_default,
@@ -112,7 +126,11 @@ pub fn entries(name: &str, ifname: &str, is_default: bool, result: &CniResult) -
                 mtu: interface.mtu,
                 default: is_default && position == 0,
                 dns: dns.clone(),
-                gateway: if position == 0 { gateways.clone() } else { Vec::new() },
+                gateway: if position == 0 {
+                    gateways.clone()
+                } else {
+                    Vec::new()
+                },
             }
         })
         .collect()

@@ -38,7 +38,12 @@ fn main() {
     }
     let target_dir = workspace.join("target/wasm-guests");
 
-    build(&workspace, &target_dir, "wasm32-unknown-unknown", GUESTS.iter().map(|g| g.0));
+    build(
+        &workspace,
+        &target_dir,
+        "wasm32-unknown-unknown",
+        GUESTS.iter().map(|g| g.0),
+    );
     build(
         &workspace,
         &target_dir,
@@ -51,25 +56,54 @@ fn main() {
         let constant = package.to_uppercase().replace('-', "_");
         let file = package.replace('-', "_");
         let path = target_dir.join(format!("wasm32-unknown-unknown/guest/{file}.wasm"));
-        assert!(path.exists(), "guest {package} was not built at {}", path.display());
-        writeln!(out, "pub const {constant}: &str = {:?};", path.display().to_string()).unwrap();
+        assert!(
+            path.exists(),
+            "guest {package} was not built at {}",
+            path.display()
+        );
+        writeln!(
+            out,
+            "pub const {constant}: &str = {:?};",
+            path.display().to_string()
+        )
+        .unwrap();
         if *wasip2 {
             let path = target_dir.join(format!("wasm32-wasip2/guest/{file}.wasm"));
-            assert!(path.exists(), "guest {package} was not built at {}", path.display());
-            writeln!(out, "pub const {constant}_WASIP2: &str = {:?};", path.display().to_string())
-                .unwrap();
+            assert!(
+                path.exists(),
+                "guest {package} was not built at {}",
+                path.display()
+            );
+            writeln!(
+                out,
+                "pub const {constant}_WASIP2: &str = {:?};",
+                path.display().to_string()
+            )
+            .unwrap();
         }
     }
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
     std::fs::write(out_dir.join("artifacts.rs"), out).unwrap();
 }
 
-fn build<'a>(workspace: &Path, target_dir: &Path, target: &str, packages: impl Iterator<Item = &'a str>) {
+fn build<'a>(
+    workspace: &Path,
+    target_dir: &Path,
+    target: &str,
+    packages: impl Iterator<Item = &'a str>,
+) {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .current_dir(workspace)
-        .args(["build", "--profile", "guest", "--target", target, "--target-dir"])
+        .args([
+            "build",
+            "--profile",
+            "guest",
+            "--target",
+            target,
+            "--target-dir",
+        ])
         .arg(target_dir);
     for package in packages {
         command.args(["-p", package]);
@@ -90,8 +124,13 @@ fn build<'a>(workspace: &Path, target_dir: &Path, target: &str, packages: impl I
             command.env_remove(key.as_ref());
         }
     }
-    let status = command.status().expect("failed to run cargo for the guests");
-    assert!(status.success(), "building the guests for {target} failed: {status}");
+    let status = command
+        .status()
+        .expect("failed to run cargo for the guests");
+    assert!(
+        status.success(),
+        "building the guests for {target} failed: {status}"
+    );
 }
 
 fn rerun_for(path: &Path) {

@@ -180,9 +180,15 @@ fn handle(method: &str, path: &str, body: &[u8], state: &Mutex<State>) -> (u16, 
     let (kind, namespace, name, subresource) = match parts.as_slice() {
         ["api", "v1", "namespaces", ns, "pods", name] => (POD, *ns, *name, None),
         ["api", "v1", "namespaces", ns, "pods", name, sub] => (POD, *ns, *name, Some(*sub)),
-        ["apis", "k8s.cni.cncf.io", "v1", "namespaces", ns, "network-attachment-definitions", name] => {
-            (NAD, *ns, *name, None)
-        }
+        [
+            "apis",
+            "k8s.cni.cncf.io",
+            "v1",
+            "namespaces",
+            ns,
+            "network-attachment-definitions",
+            name,
+        ] => (NAD, *ns, *name, None),
         _ => return status(404, "NotFound", &format!("no route for {path}")),
     };
     let key = (kind.to_string(), namespace.to_string(), name.to_string());
@@ -211,7 +217,9 @@ fn handle(method: &str, path: &str, body: &[u8], state: &Mutex<State>) -> (u16, 
                 return status(
                     409,
                     "Conflict",
-                    &format!("Operation cannot be fulfilled on pods \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+                    &format!(
+                        "Operation cannot be fulfilled on pods \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                    ),
                 );
             }
             // A status update changes metadata (annotations) and status only.

@@ -41,7 +41,10 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub fn sh(args: &[&str]) -> String {
-    let output = Command::new(args[0]).args(&args[1..]).output().expect("spawn");
+    let output = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
     assert!(
         output.status.success(),
         "{args:?} failed: {}",
@@ -104,7 +107,13 @@ impl Netns {
                 infos
                     .iter()
                     .filter(|info| info["scope"] != "link")
-                    .map(|info| format!("{}/{}", info["local"].as_str().unwrap_or(""), info["prefixlen"]))
+                    .map(|info| {
+                        format!(
+                            "{}/{}",
+                            info["local"].as_str().unwrap_or(""),
+                            info["prefixlen"]
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -112,15 +121,24 @@ impl Netns {
 
     /// The sysctl `key` (dotted or slashed) inside the namespace.
     pub fn sysctl(&self, key: &str) -> String {
-        sh(&["ip", "netns", "exec", &self.name, "cat", &format!("/proc/sys/{}", key.replace('.', "/"))])
-            .trim()
-            .to_string()
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.name,
+            "cat",
+            &format!("/proc/sys/{}", key.replace('.', "/")),
+        ])
+        .trim()
+        .to_string()
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -139,7 +157,16 @@ impl Node {
     pub fn with_master(master: &str) -> Node {
         require_root();
         let netns = Netns::new("mwn");
-        netns.ip(&["link", "add", master, "type", "veth", "peer", "name", "ens3-peer"]);
+        netns.ip(&[
+            "link",
+            "add",
+            master,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "ens3-peer",
+        ]);
         netns.ip(&["link", "set", master, "up"]);
         netns.ip(&["link", "set", "ens3-peer", "up"]);
         Node {
@@ -239,19 +266,29 @@ pub struct CniOutput {
 
 impl CniOutput {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|err| panic!("stdout is not JSON ({err}): {:?} stderr: {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|err| {
+            panic!(
+                "stdout is not JSON ({err}): {:?} stderr: {}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     pub fn ok(&self) -> &Self {
-        assert_eq!(self.code, 0, "CNI call failed: stdout {} stderr {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "CNI call failed: stdout {} stderr {}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     /// The CNI error code printed on failure.
     pub fn error_code(&self) -> u64 {
         assert_ne!(self.code, 0, "expected a failure, got {}", self.stdout);
-        self.json()["code"].as_u64().expect("error JSON with a code")
+        self.json()["code"]
+            .as_u64()
+            .expect("error JSON with a code")
     }
 }
 
@@ -269,7 +306,10 @@ impl<'a> Cni<'a> {
     }
 
     pub fn call(&self, command: &str, config: &Value) -> CniOutput {
-        self.call_raw(command, serde_json::to_vec(config).expect("json").as_slice())
+        self.call_raw(
+            command,
+            serde_json::to_vec(config).expect("json").as_slice(),
+        )
     }
 
     pub fn call_raw(&self, command: &str, stdin: &[u8]) -> CniOutput {
@@ -290,7 +330,12 @@ impl<'a> Cni<'a> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut spawned = child.spawn().expect("spawn multus-wasm");
-        spawned.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+        spawned
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin)
+            .expect("write stdin");
         let output: Output = spawned.wait_with_output().expect("wait");
         CniOutput {
             code: output.status.code().unwrap_or(-1),

@@ -18,8 +18,16 @@ use crate::util::{self, Result, workspace_root};
 
 const NODE: &str = "mwdemo-node";
 const PODS: [(&str, &str, &str); 2] = [
-    ("mwdemo-pod1", "samplepod-one.yaml", "5f9c1a2e-0001-4c6e-9a53-1d2f3e4a5b61"),
-    ("mwdemo-pod2", "samplepod-two.yaml", "5f9c1a2e-0002-4c6e-9a53-1d2f3e4a5b62"),
+    (
+        "mwdemo-pod1",
+        "samplepod-one.yaml",
+        "5f9c1a2e-0001-4c6e-9a53-1d2f3e4a5b61",
+    ),
+    (
+        "mwdemo-pod2",
+        "samplepod-two.yaml",
+        "5f9c1a2e-0002-4c6e-9a53-1d2f3e4a5b62",
+    ),
 ];
 
 pub fn run() -> Result<()> {
@@ -28,7 +36,11 @@ pub fn run() -> Result<()> {
         return Err("the demo creates network namespaces: run it as root".into());
     }
     let root = workspace_root();
-    util::run(util::cargo().current_dir(&root).args(["build", "-p", "multus-wasm"]))?;
+    util::run(
+        util::cargo()
+            .current_dir(&root)
+            .args(["build", "-p", "multus-wasm"]),
+    )?;
     let plugins = crate::plugins()?;
     let xtask = std::env::current_exe().map_err(|err| err.to_string())?;
     let mut command = Command::new("unshare");
@@ -78,14 +90,28 @@ pub fn inner(plugin_args: &[String]) -> Result<()> {
     // The node: a namespace with ens3 (one end of a veth pair) and lo.
     sh(&["ip", "netns", "add", NODE])?;
     sh(&["ip", "-n", NODE, "link", "set", "lo", "up"])?;
-    sh(&["ip", "-n", NODE, "link", "add", "ens3", "type", "veth", "peer", "name", "ens3-peer"])?;
+    sh(&[
+        "ip",
+        "-n",
+        NODE,
+        "link",
+        "add",
+        "ens3",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "ens3-peer",
+    ])?;
     sh(&["ip", "-n", NODE, "link", "set", "ens3", "up"])?;
     sh(&["ip", "-n", NODE, "link", "set", "ens3-peer", "up"])?;
 
     let mut wasm_plugins = serde_json::Map::new();
     for spec in plugin_args {
         let mut parts = spec.splitn(3, '=');
-        let (Some(plugin_type), Some(path), Some(digest)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(plugin_type), Some(path), Some(digest)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
             return Err(format!("bad plugin argument {spec:?}"));
         };
         wasm_plugins.insert(plugin_type.into(), json!({"path": path, "sha256": digest}));
@@ -121,14 +147,18 @@ pub fn inner(plugin_args: &[String]) -> Result<()> {
     });
     let config = serde_json::to_vec_pretty(&config).expect("json");
     let seed = root.join("deploy/examples/seed");
-    std::fs::copy(seed.join("macvlan-conf.yaml"), work.join("manifests/macvlan-conf.yaml"))
-        .map_err(|err| err.to_string())?;
+    std::fs::copy(
+        seed.join("macvlan-conf.yaml"),
+        work.join("manifests/macvlan-conf.yaml"),
+    )
+    .map_err(|err| err.to_string())?;
 
     let mut failures = Vec::new();
     let expected: [&[&str]; 2] = [&["192.168.1.200"], &["192.168.1.201", "192.168.1.202"]];
     for ((pod, manifest, uid), expected) in PODS.iter().zip(expected) {
         println!("\n=== pod {manifest} (netns {pod}) ===");
-        std::fs::copy(seed.join(manifest), work.join("manifests").join(manifest)).map_err(|err| err.to_string())?;
+        std::fs::copy(seed.join(manifest), work.join("manifests").join(manifest))
+            .map_err(|err| err.to_string())?;
         sh(&["ip", "netns", "add", pod])?;
         let container_id = format!("{pod}-sandbox");
         let cni = |command: &str| -> Result<String> {
@@ -161,28 +191,42 @@ pub fn inner(plugin_args: &[String]) -> Result<()> {
             if output.status.success() {
                 Ok(stdout)
             } else {
-                Err(format!("CNI {command} failed: {stdout}{}", String::from_utf8_lossy(&output.stderr)))
+                Err(format!(
+                    "CNI {command} failed: {stdout}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                ))
             }
         };
         let result = cni("ADD")?;
         let pretty = serde_json::from_str::<serde_json::Value>(&result)
             .map(|value| serde_json::to_string_pretty(&value).expect("json"))
             .unwrap_or(result);
-        println!("--- CNI ADD result (the cluster network's, as kubelet sees it)\n{}", pretty.trim());
+        println!(
+            "--- CNI ADD result (the cluster network's, as kubelet sees it)\n{}",
+            pretty.trim()
+        );
         let addresses = sh(&["ip", "-n", pod, "addr"])?;
         println!("--- ip -n {pod} addr\n{}", addresses.trim_end());
-        let status_path = work.join("manifests").join(manifest.replace(".yaml", ".network-status.json"));
-        let status = std::fs::read_to_string(&status_path).unwrap_or_else(|err| format!("(none: {err})"));
+        let status_path = work
+            .join("manifests")
+            .join(manifest.replace(".yaml", ".network-status.json"));
+        let status =
+            std::fs::read_to_string(&status_path).unwrap_or_else(|err| format!("(none: {err})"));
         println!("--- k8s.v1.cni.cncf.io/network-status\n{}", status.trim());
         for (index, address) in expected.iter().enumerate() {
             let ifname = format!("net{}", index + 1);
-            let shown = sh(&["ip", "-n", pod, "-4", "-o", "addr", "show", "dev", &ifname]).unwrap_or_default();
+            let shown = sh(&["ip", "-n", pod, "-4", "-o", "addr", "show", "dev", &ifname])
+                .unwrap_or_default();
             if !shown.contains(&format!("{address}/24")) {
-                failures.push(format!("{manifest}: expected {ifname} with {address}/24, got {:?}", shown.trim()));
+                failures.push(format!(
+                    "{manifest}: expected {ifname} with {address}/24, got {:?}",
+                    shown.trim()
+                ));
             }
         }
         cni("DEL")?;
-        std::fs::remove_file(work.join("manifests").join(manifest)).map_err(|err| err.to_string())?;
+        std::fs::remove_file(work.join("manifests").join(manifest))
+            .map_err(|err| err.to_string())?;
         let remaining = sh(&["ip", "-n", pod, "-o", "link"])?;
         if remaining.contains("net1") {
             failures.push(format!("{manifest}: net1 still present after DEL"));
@@ -199,7 +243,10 @@ pub fn inner(plugin_args: &[String]) -> Result<()> {
         println!("\nseed scenario: OK (net1 192.168.1.200; then net1 .201 and net2 .202)");
         Ok(())
     } else {
-        Err(format!("seed scenario failed:\n  {}", failures.join("\n  ")))
+        Err(format!(
+            "seed scenario failed:\n  {}",
+            failures.join("\n  ")
+        ))
     }
 }
 

@@ -50,7 +50,14 @@ pub fn plugins() -> Result<Vec<(String, std::path::PathBuf, String)>> {
     let mut command = util::cargo();
     command
         .current_dir(&root)
-        .args(["build", "--profile", "guest", "--target", "wasm32-unknown-unknown", "--target-dir"])
+        .args([
+            "build",
+            "--profile",
+            "guest",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--target-dir",
+        ])
         .arg(&target_dir);
     for (package, _) in PLUGINS {
         command.args(["-p", package]);
@@ -65,11 +72,20 @@ pub fn plugins() -> Result<Vec<(String, std::path::PathBuf, String)>> {
             package.replace('-', "_")
         ));
         let destination = out_dir.join(format!("{plugin_type}.wasm"));
-        std::fs::copy(&source, &destination)
-            .map_err(|err| format!("copying {} to {}: {err}", source.display(), destination.display()))?;
+        std::fs::copy(&source, &destination).map_err(|err| {
+            format!(
+                "copying {} to {}: {err}",
+                source.display(),
+                destination.display()
+            )
+        })?;
         let bytes = std::fs::read(&destination).map_err(|err| err.to_string())?;
         let digest = util::sha256_hex(&bytes);
-        println!("{plugin_type:>10}  {:>7} bytes  sha256 {digest}  {}", bytes.len(), destination.display());
+        println!(
+            "{plugin_type:>10}  {:>7} bytes  sha256 {digest}  {}",
+            bytes.len(),
+            destination.display()
+        );
         built.push((plugin_type.to_string(), destination, digest));
     }
     Ok(built)
@@ -81,7 +97,9 @@ fn test(extra: &[String]) -> Result<()> {
     util::ensure_wasm_targets()?;
     util::ensure_reference_plugins()?;
     if !util::is_root() {
-        return Err("the netns suites need root (CAP_NET_ADMIN, CAP_SYS_ADMIN): run as root".into());
+        return Err(
+            "the netns suites need root (CAP_NET_ADMIN, CAP_SYS_ADMIN): run as root".into(),
+        );
     }
     let root = workspace_root();
     let mut command = util::cargo();

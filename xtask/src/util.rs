@@ -61,13 +61,16 @@ pub fn ensure_wasm_targets() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    run(Command::new("rustup").args(["target", "add"]).args(&missing))
+    run(Command::new("rustup")
+        .args(["target", "add"])
+        .args(&missing))
 }
 
 /// The reference plugins (Debian's containernetworking-plugins, in
 /// /usr/lib/cni), installed with apt when missing.
 pub fn ensure_reference_plugins() -> Result<()> {
-    let have_ping = std::path::Path::new("/usr/bin/ping").exists() || std::path::Path::new("/bin/ping").exists();
+    let have_ping = std::path::Path::new("/usr/bin/ping").exists()
+        || std::path::Path::new("/bin/ping").exists();
     if std::path::Path::new("/usr/lib/cni/macvlan").exists() && have_ping {
         return Ok(());
     }
@@ -76,7 +79,13 @@ pub fn ensure_reference_plugins() -> Result<()> {
     }
     run(Command::new("apt-get").arg("update"))?;
     run(Command::new("apt-get")
-        .args(["install", "-y", "containernetworking-plugins", "iproute2", "iputils-ping"])
+        .args([
+            "install",
+            "-y",
+            "containernetworking-plugins",
+            "iproute2",
+            "iputils-ping",
+        ])
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 

@@ -50,14 +50,18 @@ pub fn exec_plugin(
     config: &Value,
     context: &ExecContext<'_>,
 ) -> Result<Option<CniResult>, CniError> {
-    let stdin = serde_json::to_vec(config)
-        .map_err(|err| CniError::internal(format!("encoding config for {}: {err}", binary.display())))?;
+    let stdin = serde_json::to_vec(config).map_err(|err| {
+        CniError::internal(format!("encoding config for {}: {err}", binary.display()))
+    })?;
     let cni_path = std::env::join_paths(context.bin_dirs)
         .map(|path| path.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut child = Command::new(binary)
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()))
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        )
         .env("CNI_COMMAND", command.as_str())
         .env("CNI_CONTAINERID", context.container_id)
         .env("CNI_NETNS", context.netns)
@@ -68,7 +72,9 @@ pub fn exec_plugin(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|err| CniError::io_failure(format!("failed to exec {}: {err}", binary.display())))?;
+        .map_err(|err| {
+            CniError::io_failure(format!("failed to exec {}: {err}", binary.display()))
+        })?;
     if let Some(mut input) = child.stdin.take() {
         // A plugin that exits without reading stdin closes the pipe: not our error.
         let _ = input.write_all(&stdin);

@@ -133,12 +133,22 @@ impl<'a> Node<'a> {
 
     /// A node for another container of the same call (GC of stale pods),
     /// sharing the config, runtime, sandbox and loaded plugins.
-    pub fn for_container(&self, container_id: &str, netns_path: &str) -> Result<Node<'a>, CniError> {
+    pub fn for_container(
+        &self,
+        container_id: &str,
+        netns_path: &str,
+    ) -> Result<Node<'a>, CniError> {
         let cni_path: Vec<String> = self.bin_dirs[1..]
             .iter()
             .map(|dir| dir.display().to_string())
             .collect();
-        let node = Node::new(self.config, self.runtime.clone(), container_id, netns_path, &cni_path)?;
+        let node = Node::new(
+            self.config,
+            self.runtime.clone(),
+            container_id,
+            netns_path,
+            &cni_path,
+        )?;
         *node.sandbox.borrow_mut() = self.sandbox.borrow().clone();
         *node.plugins.borrow_mut() = self.plugins.borrow().clone();
         Ok(node)
@@ -185,11 +195,8 @@ impl<'a> Node<'a> {
             return Ok(Some(plugin.clone()));
         }
         let sandbox = self.sandbox()?;
-        let plugin = Rc::new(sandbox.load(
-            plugin_type,
-            &registered.path,
-            Some(&registered.sha256),
-        )?);
+        let plugin =
+            Rc::new(sandbox.load(plugin_type, &registered.path, Some(&registered.sha256))?);
         tracing::debug!(plugin = plugin_type, sha256 = %plugin.digest, cache = ?plugin.cache_outcome, "loaded wasm plugin");
         self.plugins
             .borrow_mut()
@@ -249,8 +256,15 @@ impl<'a> Node<'a> {
                 Some(plugin) => self.wasm_add(&plugin, attachment, &config, previous.as_ref())?,
                 None => {
                     let binary = exec::find_plugin(plugin_type, &self.bin_dirs)?;
-                    exec::exec_plugin(&binary, CniCommand::Add, &config, &self.exec_context(attachment))?
-                        .ok_or_else(|| CniError::internal(format!("{plugin_type} returned no result")))?
+                    exec::exec_plugin(
+                        &binary,
+                        CniCommand::Add,
+                        &config,
+                        &self.exec_context(attachment),
+                    )?
+                    .ok_or_else(|| {
+                        CniError::internal(format!("{plugin_type} returned no result"))
+                    })?
                 }
             };
             previous = Some(result.convert_to(list.cni_version)?);
@@ -277,14 +291,13 @@ impl<'a> Node<'a> {
             .into());
         }
         let netns = self.netns.as_ref().ok_or_else(|| {
-            CniError::invalid_environment(format!(
-                "netns {} does not exist",
-                self.netns_path
-            ))
+            CniError::invalid_environment(format!("netns {} does not exist", self.netns_path))
         })?;
         let ipam_type = ipam_type(config);
         let ipam_result = match &ipam_type {
-            Some(ipam_type) => self.ipam(ipam_type, PluginCommand::Add, attachment, config, None)?,
+            Some(ipam_type) => {
+                self.ipam(ipam_type, PluginCommand::Add, attachment, config, None)?
+            }
             None => None,
         };
         let outcome = (|| {
@@ -305,7 +318,9 @@ impl<'a> Node<'a> {
             let handles = self.handles()?;
             let executor = Executor::new(&handles, netns);
             let journal = executor.apply(&plan.ops)?;
-            let mut result = plan.result.unwrap_or_else(|| CniResult::empty(crate::cni::CniVersion::V1_1_0));
+            let mut result = plan
+                .result
+                .unwrap_or_else(|| CniResult::empty(crate::cni::CniVersion::V1_1_0));
             for interface in &mut result.interfaces {
                 let created_here = interface.name == attachment.ifname
                     || interface.sandbox.as_deref() == Some(self.netns_path.as_str());
@@ -318,7 +333,11 @@ impl<'a> Node<'a> {
                                 "plugin {} reported interface {} but it is not in the pod{}",
                                 plugin.name,
                                 interface.name,
-                                if errors.is_empty() { String::new() } else { format!(" (undo: {})", errors.join("; ")) }
+                                if errors.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" (undo: {})", errors.join("; "))
+                                }
                             )));
                         }
                     }
@@ -365,7 +384,8 @@ impl<'a> Node<'a> {
                     request.valid_attachments = extra.valid_attachments.to_vec();
                 }
                 let store = LazyStore::new(config);
-                let (result, _) = sandbox.call_ipam(&plugin, self.links()?, Box::new(store), &request)?;
+                let (result, _) =
+                    sandbox.call_ipam(&plugin, self.links()?, Box::new(store), &request)?;
                 Ok(result)
             }
             None => {
@@ -385,7 +405,11 @@ impl<'a> Node<'a> {
     /// DEL one attachment: every plugin in reverse, each with the cached
     /// result as prevResult (configs ≥ 0.4.0). Keeps going after errors and
     /// returns them all.
-    pub fn del(&self, attachment: &Attachment<'_>, cached: Option<&CniResult>) -> Result<(), CniError> {
+    pub fn del(
+        &self,
+        attachment: &Attachment<'_>,
+        cached: Option<&CniResult>,
+    ) -> Result<(), CniError> {
         let list = NetworkConfigList::from_value(attachment.config.clone())?;
         let prev_result = cached.filter(|_| list.cni_version.passes_prev_result_on_del());
         let mut errors = Vec::new();
@@ -401,8 +425,13 @@ impl<'a> Node<'a> {
                     Some(plugin) => self.wasm_del(&plugin, attachment, &config, prev_result),
                     None => {
                         let binary = exec::find_plugin(plugin_type, &self.bin_dirs)?;
-                        exec::exec_plugin(&binary, CniCommand::Del, &config, &self.exec_context(attachment))
-                            .map(|_| ())
+                        exec::exec_plugin(
+                            &binary,
+                            CniCommand::Del,
+                            &config,
+                            &self.exec_context(attachment),
+                        )
+                        .map(|_| ())
                     }
                 }
             });
@@ -509,7 +538,12 @@ impl<'a> Node<'a> {
                 }
                 None => {
                     let binary = exec::find_plugin(plugin_type, &self.bin_dirs)?;
-                    exec::exec_plugin(&binary, CniCommand::Check, &config, &self.exec_context(attachment))?;
+                    exec::exec_plugin(
+                        &binary,
+                        CniCommand::Check,
+                        &config,
+                        &self.exec_context(attachment),
+                    )?;
                 }
             }
         }
@@ -562,8 +596,13 @@ impl<'a> Node<'a> {
                     },
                     None if list.cni_version.allows_gc_status() => {
                         let binary = exec::find_plugin(plugin_type, &self.bin_dirs)?;
-                        exec::exec_plugin(&binary, CniCommand::Gc, &plugin_config, &self.exec_context(&attachment))
-                            .map(|_| ())
+                        exec::exec_plugin(
+                            &binary,
+                            CniCommand::Gc,
+                            &plugin_config,
+                            &self.exec_context(&attachment),
+                        )
+                        .map(|_| ())
                     }
                     None => Ok(()),
                 }
@@ -596,9 +635,15 @@ impl<'a> Node<'a> {
                 match self.wasm_plugin(&name).map_err(not_available)? {
                     Some(_) => {}
                     None => {
-                        let binary = exec::find_plugin(&name, &self.bin_dirs).map_err(not_available)?;
+                        let binary =
+                            exec::find_plugin(&name, &self.bin_dirs).map_err(not_available)?;
                         if name == plugin_type && list.cni_version.allows_gc_status() {
-                            exec::exec_plugin(&binary, CniCommand::Status, &plugin_config, &self.exec_context(&attachment))?;
+                            exec::exec_plugin(
+                                &binary,
+                                CniCommand::Status,
+                                &plugin_config,
+                                &self.exec_context(&attachment),
+                            )?;
                         }
                     }
                 }
@@ -673,7 +718,8 @@ impl LazyStore {
 
     fn open(&mut self) -> Result<&mut DirStore, String> {
         if self.store.is_none() {
-            let store = DirStore::open_locked(&self.data_dir, &self.network).map_err(|err| err.to_string())?;
+            let store = DirStore::open_locked(&self.data_dir, &self.network)
+                .map_err(|err| err.to_string())?;
             self.store = Some(store);
         }
         Ok(self.store.as_mut().expect("just opened"))

@@ -102,7 +102,8 @@ impl NetworkSource for ApiSource {
     }
 
     fn get_nad(&self, namespace: &str, name: &str) -> Result<Option<NadInfo>, SourceError> {
-        let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(self.client.clone(), namespace);
+        let nads: Api<NetworkAttachmentDefinition> =
+            Api::namespaced(self.client.clone(), namespace);
         self.runtime.block_on(async {
             let nad = nads.get_opt(name).await.map_err(api_error)?;
             Ok(nad.map(|nad| NadInfo {
@@ -113,7 +114,12 @@ impl NetworkSource for ApiSource {
         })
     }
 
-    fn set_network_status(&self, namespace: &str, name: &str, status: &str) -> Result<(), SourceError> {
+    fn set_network_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &str,
+    ) -> Result<(), SourceError> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         self.runtime.block_on(async {
             for attempt in 1..=STATUS_ATTEMPTS {

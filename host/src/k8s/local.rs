@@ -76,7 +76,8 @@ impl LocalSource {
             };
             let text = std::fs::read_to_string(&path).map_err(|err| bad(err.to_string()))?;
             for document in serde_yaml::Deserializer::from_str(&text) {
-                let value = serde_yaml::Value::deserialize(document).map_err(|err| bad(err.to_string()))?;
+                let value =
+                    serde_yaml::Value::deserialize(document).map_err(|err| bad(err.to_string()))?;
                 if value.is_null() {
                     continue;
                 }
@@ -98,13 +99,16 @@ impl LocalSource {
                         }),
                     )),
                     "NetworkAttachmentDefinition" => {
-                        let config = match manifest.spec.as_ref().and_then(|spec| spec.get("config")) {
-                            None | Some(serde_yaml::Value::Null) => None,
-                            Some(serde_yaml::Value::String(config)) => Some(config.clone()),
-                            Some(other) => {
-                                return Err(bad(format!("spec.config must be a string, got {other:?}")));
-                            }
-                        };
+                        let config =
+                            match manifest.spec.as_ref().and_then(|spec| spec.get("config")) {
+                                None | Some(serde_yaml::Value::Null) => None,
+                                Some(serde_yaml::Value::String(config)) => Some(config.clone()),
+                                Some(other) => {
+                                    return Err(bad(format!(
+                                        "spec.config must be a string, got {other:?}"
+                                    )));
+                                }
+                            };
                         objects.push((
                             path.clone(),
                             Object::Nad(NadInfo {
@@ -121,11 +125,20 @@ impl LocalSource {
         Ok(objects)
     }
 
-    fn find_pod(&self, namespace: &str, name: &str) -> Result<Option<(PathBuf, PodInfo)>, SourceError> {
-        Ok(self.objects()?.into_iter().find_map(|(path, object)| match object {
-            Object::Pod(pod) if pod.namespace == namespace && pod.name == name => Some((path, pod)),
-            _ => None,
-        }))
+    fn find_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<(PathBuf, PodInfo)>, SourceError> {
+        Ok(self
+            .objects()?
+            .into_iter()
+            .find_map(|(path, object)| match object {
+                Object::Pod(pod) if pod.namespace == namespace && pod.name == name => {
+                    Some((path, pod))
+                }
+                _ => None,
+            }))
     }
 
     /// Where the network-status of the pod from `manifest` is written.
@@ -144,15 +157,27 @@ impl NetworkSource for LocalSource {
     }
 
     fn get_nad(&self, namespace: &str, name: &str) -> Result<Option<NadInfo>, SourceError> {
-        Ok(self.objects()?.into_iter().find_map(|(_, object)| match object {
-            Object::Nad(nad) if nad.namespace == namespace && nad.name == name => Some(nad),
-            _ => None,
-        }))
+        Ok(self
+            .objects()?
+            .into_iter()
+            .find_map(|(_, object)| match object {
+                Object::Nad(nad) if nad.namespace == namespace && nad.name == name => Some(nad),
+                _ => None,
+            }))
     }
 
-    fn set_network_status(&self, namespace: &str, name: &str, status: &str) -> Result<(), SourceError> {
+    fn set_network_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &str,
+    ) -> Result<(), SourceError> {
         let Some((manifest, _)) = self.find_pod(namespace, name)? else {
-            tracing::info!(namespace, name, "no pod manifest: network-status not written");
+            tracing::info!(
+                namespace,
+                name,
+                "no pod manifest: network-status not written"
+            );
             return Ok(());
         };
         let path = Self::status_path(&manifest);
@@ -207,8 +232,13 @@ metadata:
         assert!(nad.config.unwrap().contains("macvlan"));
         assert!(source.get_nad("other", "macvlan-conf").unwrap().is_none());
         let pod = source.get_pod("default", "samplepod").unwrap().unwrap();
-        assert_eq!(pod.annotations["k8s.v1.cni.cncf.io/networks"], "macvlan-conf");
-        source.set_network_status("default", "samplepod", "[]").unwrap();
+        assert_eq!(
+            pod.annotations["k8s.v1.cni.cncf.io/networks"],
+            "macvlan-conf"
+        );
+        source
+            .set_network_status("default", "samplepod", "[]")
+            .unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("pod.network-status.json")).unwrap(),
             "[]"
@@ -223,7 +253,9 @@ metadata:
         assert!(source.get_pod("default", "x").unwrap().is_none());
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bad.yaml"), "kind: [").unwrap();
-        let err = LocalSource::new(dir.path()).get_pod("default", "x").unwrap_err();
+        let err = LocalSource::new(dir.path())
+            .get_pod("default", "x")
+            .unwrap_err();
         assert!(err.to_string().contains("bad.yaml"), "{err}");
     }
 }

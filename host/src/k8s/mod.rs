@@ -78,7 +78,12 @@ pub trait NetworkSource {
     /// The NAD, or `None` when there is no such NAD.
     fn get_nad(&self, namespace: &str, name: &str) -> Result<Option<NadInfo>, SourceError>;
     /// Write the pod's network-status annotation (retrying on conflict).
-    fn set_network_status(&self, namespace: &str, name: &str, status: &str) -> Result<(), SourceError>;
+    fn set_network_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &str,
+    ) -> Result<(), SourceError>;
     /// Whether a missing pod means it was deleted while being created (the
     /// API: ADD then returns an empty result, as Multus does) rather than a
     /// pod with no manifest (a local directory: the pod gets its cluster

@@ -11,7 +11,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, BorrowedFd};
 
-
 use ipnet::IpNet;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::MacVlanMode as NlMacVlanMode;
@@ -63,14 +62,34 @@ impl From<ApplyError> for crate::cni::CniError {
 #[derive(Debug, Clone)]
 enum Undo {
     /// The link this plan created, by index in the pod namespace.
-    DeleteLink { index: u32 },
-    Rename { index: u32, name: String },
-    SetDown { index: u32 },
-    SetMtu { index: u32, mtu: u32 },
-    SetMac { index: u32, mac: MacAddr },
-    DeleteAddress { message: AddressMessage },
-    DeleteRoute { message: RouteMessage },
-    RestoreSysctl { key: String, value: String },
+    DeleteLink {
+        index: u32,
+    },
+    Rename {
+        index: u32,
+        name: String,
+    },
+    SetDown {
+        index: u32,
+    },
+    SetMtu {
+        index: u32,
+        mtu: u32,
+    },
+    SetMac {
+        index: u32,
+        mac: MacAddr,
+    },
+    DeleteAddress {
+        message: AddressMessage,
+    },
+    DeleteRoute {
+        message: RouteMessage,
+    },
+    RestoreSysctl {
+        key: String,
+        value: String,
+    },
 }
 
 impl Undo {
@@ -229,7 +248,11 @@ impl<'a> Executor<'a> {
                 .or_else(ignore_gone),
             Undo::Rename { index, name } => handle
                 .link()
-                .set(LinkUnspec::new_with_index(*index).name(name.clone()).build())
+                .set(
+                    LinkUnspec::new_with_index(*index)
+                        .name(name.clone())
+                        .build(),
+                )
                 .execute()
                 .await
                 .or_else(ignore_gone),
@@ -247,7 +270,11 @@ impl<'a> Executor<'a> {
                 .or_else(ignore_gone),
             Undo::SetMac { index, mac } => handle
                 .link()
-                .set(LinkUnspec::new_with_index(*index).address(mac.0.to_vec()).build())
+                .set(
+                    LinkUnspec::new_with_index(*index)
+                        .address(mac.0.to_vec())
+                        .build(),
+                )
                 .execute()
                 .await
                 .or_else(ignore_gone),
@@ -285,7 +312,11 @@ impl<'a> Executor<'a> {
                 let index = self.index_of(name).await?;
                 handle
                     .link()
-                    .set(LinkUnspec::new_with_index(index).name(new_name.clone()).build())
+                    .set(
+                        LinkUnspec::new_with_index(index)
+                            .name(new_name.clone())
+                            .build(),
+                    )
                     .execute()
                     .await
                     .map_err(|err| {
@@ -354,7 +385,9 @@ impl<'a> Executor<'a> {
             }
             Op::AddAddress { link, address } => {
                 let index = self.index_of(link).await?;
-                let request = handle.address().add(index, address.addr(), address.prefix_len());
+                let request = handle
+                    .address()
+                    .add(index, address.addr(), address.prefix_len());
                 let message = address_message(index, *address);
                 request
                     .execute()
@@ -366,9 +399,9 @@ impl<'a> Executor<'a> {
             Op::AddRoute(route) => {
                 let index = self.index_of(&route.link).await?;
                 let message = route_message(route, index);
-                add_route(handle, message.clone())
-                    .await
-                    .map_err(|err| format!("failed to add route '{}': {err}", describe_route(route)))?;
+                add_route(handle, message.clone()).await.map_err(|err| {
+                    format!("failed to add route '{}': {err}", describe_route(route))
+                })?;
                 journal.entries.push(Undo::DeleteRoute { message });
                 Ok(())
             }
@@ -399,7 +432,11 @@ impl<'a> Executor<'a> {
         }
     }
 
-    async fn create_macvlan(&self, create: &CreateMacvlan, journal: &mut Journal) -> Result<(), String> {
+    async fn create_macvlan(
+        &self,
+        create: &CreateMacvlan,
+        journal: &mut Journal,
+    ) -> Result<(), String> {
         let master_handle = if create.master_in_sandbox {
             self.sandbox()
         } else {
@@ -408,7 +445,12 @@ impl<'a> Executor<'a> {
         let master = query::link_by_name(master_handle, &create.master)
             .await
             .map_err(|err| format!("failed to lookup master {:?}: {err}", create.master))?
-            .ok_or_else(|| format!("failed to lookup master {:?}: Link not found", create.master))?;
+            .ok_or_else(|| {
+                format!(
+                    "failed to lookup master {:?}: Link not found",
+                    create.master
+                )
+            })?;
         let mut builder = LinkMacVlan::new(&create.name, master.index, nl_mode(create.mode));
         if let Some(mtu) = create.mtu.filter(|mtu| *mtu > 0) {
             builder = builder.mtu(mtu);
@@ -462,7 +504,9 @@ fn address_message(index: u32, address: IpNet) -> AddressMessage {
         .attributes
         .push(AddressAttribute::Address(address.addr()));
     if let IpNet::V4(_) = address {
-        message.attributes.push(AddressAttribute::Local(address.addr()));
+        message
+            .attributes
+            .push(AddressAttribute::Local(address.addr()));
     }
     message
 }
@@ -506,7 +550,9 @@ fn route_message(route: &AddRoute, index: u32) -> RouteMessage {
     if let Some(metric) = route.metric {
         message
             .attributes
-            .push(rtnetlink::packet_route::route::RouteAttribute::Priority(metric));
+            .push(rtnetlink::packet_route::route::RouteAttribute::Priority(
+                metric,
+            ));
     }
     if let Some(table) = route.table {
         if table < 256 {
@@ -544,10 +590,13 @@ async fn add_route(handle: &Handle, message: RouteMessage) -> Result<(), rtnetli
 }
 
 fn route_oif(message: &RouteMessage) -> Option<u32> {
-    message.attributes.iter().find_map(|attribute| match attribute {
-        rtnetlink::packet_route::route::RouteAttribute::Oif(index) => Some(*index),
-        _ => None,
-    })
+    message
+        .attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            rtnetlink::packet_route::route::RouteAttribute::Oif(index) => Some(*index),
+            _ => None,
+        })
 }
 
 fn describe_route(route: &AddRoute) -> String {
@@ -614,9 +663,10 @@ pub fn remove_default_routes(handles: &Handles, ifname: &str, ipv6: bool) -> Res
         } else {
             RouteMessageBuilder::<Ipv4Addr>::new().build()
         };
-        let routes: Vec<RouteMessage> = futures::TryStreamExt::try_collect(handle.route().get(request).execute())
-            .await
-            .map_err(|err| err.to_string())?;
+        let routes: Vec<RouteMessage> =
+            futures::TryStreamExt::try_collect(handle.route().get(request).execute())
+                .await
+                .map_err(|err| err.to_string())?;
         let mut deleted = 0;
         for route in routes {
             if route.header.destination_prefix_length == 0
@@ -662,7 +712,9 @@ pub fn add_default_route(handles: &Handles, ifname: &str, gateway: IpAddr) -> Re
         match add_route(handle, route_message(&route, link.index)).await {
             Ok(()) => Ok(()),
             Err(err) if errno_of(&err) == Some(libc_errno::EEXIST) => Ok(()),
-            Err(err) => Err(format!("adding default route via {gateway} dev {ifname}: {err}")),
+            Err(err) => Err(format!(
+                "adding default route via {gateway} dev {ifname}: {err}"
+            )),
         }
     })
 }

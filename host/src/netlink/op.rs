@@ -255,8 +255,9 @@ mod tests {
             serde_json::to_string(&op).unwrap(),
             r#"{"op":"rename-link","name":"mv01","new-name":"net1"}"#
         );
-        let back: Op = serde_json::from_str(r#"{"op":"add-address","link":"net1","address":"10.0.0.2/24"}"#)
-            .unwrap();
+        let back: Op =
+            serde_json::from_str(r#"{"op":"add-address","link":"net1","address":"10.0.0.2/24"}"#)
+                .unwrap();
         assert_eq!(back.kind(), "add-address");
     }
 }

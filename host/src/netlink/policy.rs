@@ -285,14 +285,19 @@ mod tests {
                 link: "mvtmp".into(),
             },
         ];
-        assert_eq!(check(&used_after_rename, &add_context()).unwrap_err().index, 2);
+        assert_eq!(
+            check(&used_after_rename, &add_context()).unwrap_err().index,
+            2
+        );
     }
 
     #[test]
     fn hostile_plans_are_refused_naming_the_op() {
         let cases: Vec<(Vec<Op>, usize, &str)> = vec![
             (
-                vec![Op::SetLinkUp { link: "eth0".into() }],
+                vec![Op::SetLinkUp {
+                    link: "eth0".into(),
+                }],
                 0,
                 "not the interface",
             ),
@@ -333,18 +338,12 @@ mod tests {
                 0,
                 "outside",
             ),
+            (vec![create("net1", "net1")], 0, "its own master"),
+            (vec![create("averyveryverylongname", "ens3")], 0, ""),
             (
-                vec![create("net1", "net1")],
-                0,
-                "its own master",
-            ),
-            (
-                vec![create("averyveryverylongname", "ens3")],
-                0,
-                "",
-            ),
-            (
-                vec![Op::DeleteLink { link: "net1".into() }],
+                vec![Op::DeleteLink {
+                    link: "net1".into(),
+                }],
                 0,
                 "may not delete",
             ),
@@ -382,23 +381,55 @@ mod tests {
             command: PluginCommand::Del,
             ..add_context()
         };
-        check(&[Op::DeleteLink { link: "net1".into() }], &del).unwrap();
-        assert!(check(&[Op::DeleteLink { link: "eth0".into() }], &del).is_err());
+        check(
+            &[Op::DeleteLink {
+                link: "net1".into(),
+            }],
+            &del,
+        )
+        .unwrap();
+        assert!(
+            check(
+                &[Op::DeleteLink {
+                    link: "eth0".into()
+                }],
+                &del
+            )
+            .is_err()
+        );
         assert!(check(&seed_plan(), &del).is_err());
-        for command in [PluginCommand::Check, PluginCommand::Status, PluginCommand::Gc] {
+        for command in [
+            PluginCommand::Check,
+            PluginCommand::Status,
+            PluginCommand::Gc,
+        ] {
             let context = PolicyContext {
                 command,
                 ..add_context()
             };
             check(&[], &context).unwrap();
-            assert!(check(&[Op::SetLinkUp { link: "net1".into() }], &context).is_err());
+            assert!(
+                check(
+                    &[Op::SetLinkUp {
+                        link: "net1".into()
+                    }],
+                    &context
+                )
+                .is_err()
+            );
         }
     }
 
     #[test]
     fn sysctl_keys_name_their_interface() {
-        assert_eq!(sysctl_interface("net/ipv6/conf/net1/ndisc_notify"), Some("net1"));
-        assert_eq!(sysctl_interface("net/ipv4/conf/net1/arp_notify"), Some("net1"));
+        assert_eq!(
+            sysctl_interface("net/ipv6/conf/net1/ndisc_notify"),
+            Some("net1")
+        );
+        assert_eq!(
+            sysctl_interface("net/ipv4/conf/net1/arp_notify"),
+            Some("net1")
+        );
         assert_eq!(sysctl_interface("net/ipv4/neigh/net1/x"), None);
         assert_eq!(sysctl_interface("net/ipv4/conf/default/arp_notify"), None);
         assert_eq!(sysctl_interface("net/ipv4/conf/net1/ARP"), None);

@@ -8,8 +8,8 @@ use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
-    LinkMessage, MacVlanMode as NlMacVlanMode,
+    InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    MacVlanMode as NlMacVlanMode,
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::{Handle, RouteMessageBuilder};
@@ -21,7 +21,10 @@ use crate::cni::Route;
 const RT_TABLE_MAIN: u32 = 254;
 
 /// A link by name; `None` when there is no such link.
-pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkInfo>, rtnetlink::Error> {
+pub async fn link_by_name(
+    handle: &Handle,
+    name: &str,
+) -> Result<Option<LinkInfo>, rtnetlink::Error> {
     let mut links = handle.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {
         Ok(Some(message)) => Ok(Some(link_info(&message))),
@@ -32,7 +35,10 @@ pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkInfo
 }
 
 /// A link by index; `None` when there is no such link.
-pub async fn link_by_index(handle: &Handle, index: u32) -> Result<Option<LinkInfo>, rtnetlink::Error> {
+pub async fn link_by_index(
+    handle: &Handle,
+    index: u32,
+) -> Result<Option<LinkInfo>, rtnetlink::Error> {
     let mut links = handle.link().get().match_index(index).execute();
     match links.try_next().await {
         Ok(Some(message)) => Ok(Some(link_info(&message))),
@@ -130,13 +136,19 @@ fn macvlan_mode(mode: NlMacVlanMode) -> Option<MacvlanMode> {
 }
 
 /// Every route of `family` in the kernel's main table.
-async fn main_table_routes(handle: &Handle, family: IpFamily) -> Result<Vec<RouteMessage>, rtnetlink::Error> {
+async fn main_table_routes(
+    handle: &Handle,
+    family: IpFamily,
+) -> Result<Vec<RouteMessage>, rtnetlink::Error> {
     let query = match family {
         IpFamily::V4 => RouteMessageBuilder::<Ipv4Addr>::new().build(),
         IpFamily::V6 => RouteMessageBuilder::<Ipv6Addr>::new().build(),
     };
     let routes: Vec<RouteMessage> = handle.route().get(query).execute().try_collect().await?;
-    Ok(routes.into_iter().filter(|route| route_table(route) == RT_TABLE_MAIN).collect())
+    Ok(routes
+        .into_iter()
+        .filter(|route| route_table(route) == RT_TABLE_MAIN)
+        .collect())
 }
 
 fn route_table(route: &RouteMessage) -> u32 {
@@ -159,14 +171,20 @@ fn route_address(address: &RouteAddress) -> Option<IpAddr> {
 }
 
 fn route_oif(route: &RouteMessage) -> Option<u32> {
-    route.attributes.iter().find_map(|attribute| match attribute {
-        RouteAttribute::Oif(index) => Some(*index),
-        _ => None,
-    })
+    route
+        .attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            RouteAttribute::Oif(index) => Some(*index),
+            _ => None,
+        })
 }
 
 /// The link of the first default route of `family` (main table).
-pub async fn default_route_link(handle: &Handle, family: IpFamily) -> Result<Option<LinkInfo>, rtnetlink::Error> {
+pub async fn default_route_link(
+    handle: &Handle,
+    family: IpFamily,
+) -> Result<Option<LinkInfo>, rtnetlink::Error> {
     for route in main_table_routes(handle, family).await? {
         if route.header.destination_prefix_length != 0 {
             continue;
@@ -195,15 +213,21 @@ pub async fn addresses(handle: &Handle, name: &str) -> Result<Vec<IpNet>, rtnetl
         if message.header.index != link.index {
             continue;
         }
-        let local = message.attributes.iter().find_map(|attribute| match attribute {
-            AddressAttribute::Local(ip) => Some(*ip),
-            _ => None,
-        });
-        let address = local.or_else(|| {
-            message.attributes.iter().find_map(|attribute| match attribute {
-                AddressAttribute::Address(ip) => Some(*ip),
+        let local = message
+            .attributes
+            .iter()
+            .find_map(|attribute| match attribute {
+                AddressAttribute::Local(ip) => Some(*ip),
                 _ => None,
-            })
+            });
+        let address = local.or_else(|| {
+            message
+                .attributes
+                .iter()
+                .find_map(|attribute| match attribute {
+                    AddressAttribute::Address(ip) => Some(*ip),
+                    _ => None,
+                })
         });
         if let Some(ip) = address
             && let Ok(net) = IpNet::new(ip, message.header.prefix_len)
@@ -225,10 +249,13 @@ pub async fn routes(handle: &Handle, name: &str) -> Result<Vec<Route>, rtnetlink
             if route_oif(&route) != Some(link.index) {
                 continue;
             }
-            let destination = route.attributes.iter().find_map(|attribute| match attribute {
-                RouteAttribute::Destination(address) => route_address(address),
-                _ => None,
-            });
+            let destination = route
+                .attributes
+                .iter()
+                .find_map(|attribute| match attribute {
+                    RouteAttribute::Destination(address) => route_address(address),
+                    _ => None,
+                });
             let destination = destination.unwrap_or(match family {
                 IpFamily::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 IpFamily::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -236,14 +263,20 @@ pub async fn routes(handle: &Handle, name: &str) -> Result<Vec<Route>, rtnetlink
             let Ok(dst) = IpNet::new(destination, route.header.destination_prefix_length) else {
                 continue;
             };
-            let gw = route.attributes.iter().find_map(|attribute| match attribute {
-                RouteAttribute::Gateway(address) => route_address(address),
-                _ => None,
-            });
-            let priority = route.attributes.iter().find_map(|attribute| match attribute {
-                RouteAttribute::Priority(priority) => Some(*priority),
-                _ => None,
-            });
+            let gw = route
+                .attributes
+                .iter()
+                .find_map(|attribute| match attribute {
+                    RouteAttribute::Gateway(address) => route_address(address),
+                    _ => None,
+                });
+            let priority = route
+                .attributes
+                .iter()
+                .find_map(|attribute| match attribute {
+                    RouteAttribute::Priority(priority) => Some(*priority),
+                    _ => None,
+                });
             result.push(Route {
                 dst,
                 gw,
@@ -298,7 +331,9 @@ impl KernelLinks {
 
 impl crate::sandbox::LinkQueries for KernelLinks {
     fn get_link(&mut self, netns: Netns, name: &str) -> Option<LinkInfo> {
-        self.run(netns, "get-link", async |handle| link_by_name(handle, name).await)
+        self.run(netns, "get-link", async |handle| {
+            link_by_name(handle, name).await
+        })
     }
 
     fn default_route_link(&mut self, netns: Netns, family: IpFamily) -> Option<LinkInfo> {
@@ -308,7 +343,9 @@ impl crate::sandbox::LinkQueries for KernelLinks {
     }
 
     fn addresses(&mut self, netns: Netns, name: &str) -> Vec<IpNet> {
-        self.run(netns, "addresses", async |handle| addresses(handle, name).await)
+        self.run(netns, "addresses", async |handle| {
+            addresses(handle, name).await
+        })
     }
 
     fn routes(&mut self, netns: Netns, name: &str) -> Vec<Route> {

@@ -108,7 +108,10 @@ pub(super) fn inspect(engine: &Engine, component: &Component) -> Result<AbiInfo,
     let mut unsupported: Option<String> = None;
     for (name, _) in component_type.exports(engine) {
         let (base, version) = split_version(name);
-        let world = match base.strip_prefix(PACKAGE).and_then(|rest| rest.strip_prefix('/')) {
+        let world = match base
+            .strip_prefix(PACKAGE)
+            .and_then(|rest| rest.strip_prefix('/'))
+        {
             Some("delegate") => World::Delegate,
             Some("ipam") => World::Ipam,
             _ if base.starts_with(PACKAGE) => {
@@ -118,7 +121,11 @@ pub(super) fn inspect(engine: &Engine, component: &Component) -> Result<AbiInfo,
             _ => continue,
         };
         if supported_version(version) {
-            found = Some((world, version.unwrap_or_default().to_string(), name.to_string()));
+            found = Some((
+                world,
+                version.unwrap_or_default().to_string(),
+                name.to_string(),
+            ));
         } else {
             unsupported.get_or_insert_with(|| name.to_string());
         }

@@ -25,8 +25,8 @@ pub mod ipam {
     });
 }
 
-pub use delegate::multus_wasm::plugin::types as wit;
 pub use delegate::multus_wasm::plugin::links as wit_links;
 pub use delegate::multus_wasm::plugin::log as wit_log;
+pub use delegate::multus_wasm::plugin::types as wit;
 pub use ipam::multus_wasm::plugin::ipam_store as wit_store;
 pub use ipam::multus_wasm::plugin::node_files as wit_node_files;

@@ -39,7 +39,9 @@ pub enum CacheError {
         source: std::io::Error,
     },
     /// The cache directory is not private to this user: nothing in it is trusted.
-    #[error("{path} is {reason}; the compiled-code cache must be owned by uid {uid} and closed to group and others")]
+    #[error(
+        "{path} is {reason}; the compiled-code cache must be owned by uid {uid} and closed to group and others"
+    )]
     Untrusted {
         path: PathBuf,
         reason: String,
@@ -78,7 +80,11 @@ fn effective_uid() -> u32 {
 
 /// Create `path` with mode 0700 if missing, then check it is ours and closed.
 fn private_dir(path: &Path) -> Result<(), CacheError> {
-    match fs::DirBuilder::new().recursive(true).mode(0o700).create(path) {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+    {
         Ok(()) => {}
         Err(source) => return Err(io_error(path)(source)),
     }
@@ -219,8 +225,11 @@ mod tests {
         let digest = "ab".repeat(32);
         assert!(cache.load(&engine, &digest).is_none());
         fs::write(cache.artifact_path(&digest), b"\x7fELF garbage").unwrap();
-        fs::set_permissions(cache.artifact_path(&digest), fs::Permissions::from_mode(0o600))
-            .unwrap();
+        fs::set_permissions(
+            cache.artifact_path(&digest),
+            fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
         assert!(cache.load(&engine, &digest).is_none());
         assert!(cache.load(&engine, "../../etc/passwd").is_none());
     }

@@ -64,9 +64,11 @@ fn text(what: &str, value: String, limits: &Limits) -> Checked<String> {
 
 fn parse_net(what: &str, value: &str, limits: &Limits) -> Checked<IpNet> {
     check_len(what, value, limits)?;
-    value
-        .parse()
-        .map_err(|_| OutputProblem::Invalid(format!("{what} {value:?} is not an address with a prefix length")))
+    value.parse().map_err(|_| {
+        OutputProblem::Invalid(format!(
+            "{what} {value:?} is not an address with a prefix length"
+        ))
+    })
 }
 
 fn parse_ip(what: &str, value: &str, limits: &Limits) -> Checked<IpAddr> {
@@ -368,8 +370,12 @@ pub(super) fn plan_from_wit(plan: wit::Plan, limits: &Limits) -> Checked<Plan> {
         .enumerate()
         .map(|(index, op)| {
             op_from_wit(op, limits).map_err(|problem| match problem {
-                OutputProblem::Limit(reason) => OutputProblem::Limit(format!("op {index}: {reason}")),
-                OutputProblem::Invalid(reason) => OutputProblem::Invalid(format!("op {index}: {reason}")),
+                OutputProblem::Limit(reason) => {
+                    OutputProblem::Limit(format!("op {index}: {reason}"))
+                }
+                OutputProblem::Invalid(reason) => {
+                    OutputProblem::Invalid(format!("op {index}: {reason}"))
+                }
             })
         })
         .collect::<Checked<Vec<_>>>()?;

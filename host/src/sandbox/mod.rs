@@ -61,7 +61,10 @@ pub struct Limits {
     pub max_log_lines: usize,
 }
 
-fn serialize_millis<S: serde::Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_millis<S: serde::Serializer>(
+    value: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.serialize_u128(value.as_millis())
 }
 
@@ -200,7 +203,11 @@ pub enum SandboxError {
     },
     /// The guest returned its own CNI error.
     #[error("{msg}")]
-    Plugin { code: u32, msg: String, details: String },
+    Plugin {
+        code: u32,
+        msg: String,
+        details: String,
+    },
     /// The compiled-code cache directory cannot be used.
     #[error("compiled-code cache: {0}")]
     CacheDir(cache::CacheError),
@@ -433,9 +440,8 @@ impl Sandbox {
                 self.compile(name, &digest, &bytes)?
             }
         };
-        let abi = abi::inspect(&self.engine, &component).map_err(|problem| {
-            problem.into_error(name, &digest)
-        })?;
+        let abi = abi::inspect(&self.engine, &component)
+            .map_err(|problem| problem.into_error(name, &digest))?;
         let linkers = self.linkers()?;
         let linker = match (abi.world, abi.uses_wasi) {
             (World::Delegate, false) => &linkers.delegate,
@@ -568,9 +574,8 @@ impl Sandbox {
         let stats = self.stats(&store, started, instantiated, finished);
         match outcome {
             Ok(plan) => {
-                let plan = convert::plan_from_wit(plan, &self.limits).map_err(|problem| {
-                    problem.into_error(&plugin.name, &plugin.digest)
-                })?;
+                let plan = convert::plan_from_wit(plan, &self.limits)
+                    .map_err(|problem| problem.into_error(&plugin.name, &plugin.digest))?;
                 Ok((plan, stats))
             }
             Err(error) => Err(convert::plugin_error(error, &self.limits)),

@@ -293,7 +293,10 @@ impl wit_store::Host for StoreState {
         new: Option<String>,
     ) -> Result<bool, String> {
         self.check_key(&key)?;
-        if new.as_ref().is_some_and(|value| value.len() > self.limits.max_string_bytes) {
+        if new
+            .as_ref()
+            .is_some_and(|value| value.len() > self.limits.max_string_bytes)
+        {
             return Err("value is too long".into());
         }
         self.store()?
@@ -308,7 +311,8 @@ impl wit_store::Host for StoreState {
 
 impl wit_node_files::Host for StoreState {
     fn read_resolv_conf(&mut self, path: String) -> Result<wit::Dns, String> {
-        let dns = crate::resolv::read(std::path::Path::new(&path)).map_err(|err| err.to_string())?;
+        let dns =
+            crate::resolv::read(std::path::Path::new(&path)).map_err(|err| err.to_string())?;
         Ok(convert::dns_to_wit(&dns))
     }
 }

@@ -139,7 +139,8 @@ impl AttachmentCache {
             path: path.clone(),
             reason: err.to_string(),
         })?;
-        super::write_atomically(&path, &bytes, 0o600).map_err(|source| CacheError::Io { path, source })
+        super::write_atomically(&path, &bytes, 0o600)
+            .map_err(|source| CacheError::Io { path, source })
     }
 
     /// The record of `container_id`; `Ok(None)` when there is none.
@@ -150,14 +151,18 @@ impl AttachmentCache {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(CacheError::Io { path, source }),
         };
-        let record: ContainerRecord = serde_json::from_slice(&bytes).map_err(|err| CacheError::Corrupt {
-            path: path.clone(),
-            reason: err.to_string(),
-        })?;
+        let record: ContainerRecord =
+            serde_json::from_slice(&bytes).map_err(|err| CacheError::Corrupt {
+                path: path.clone(),
+                reason: err.to_string(),
+            })?;
         if record.kind != KIND || record.container_id != container_id {
             return Err(CacheError::Corrupt {
                 path,
-                reason: format!("kind {:?} for container {:?}", record.kind, record.container_id),
+                reason: format!(
+                    "kind {:?} for container {:?}",
+                    record.kind, record.container_id
+                ),
             });
         }
         Ok(Some(record))
@@ -227,7 +232,10 @@ mod tests {
         assert!(cache.load("abc123").unwrap().is_none());
         cache.save(&record()).unwrap();
         assert_eq!(cache.load("abc123").unwrap(), Some(record()));
-        let mode = std::fs::metadata(cache.path("abc123")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(cache.path("abc123"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(cache.container_ids().unwrap(), vec!["abc123".to_string()]);
         cache.remove("abc123").unwrap();
@@ -241,6 +249,9 @@ mod tests {
         let cache = AttachmentCache::new(dir.path());
         cache.save(&record()).unwrap();
         std::fs::write(cache.path("abc123"), b"{\"kind\":").unwrap();
-        assert!(matches!(cache.load("abc123"), Err(CacheError::Corrupt { .. })));
+        assert!(matches!(
+            cache.load("abc123"),
+            Err(CacheError::Corrupt { .. })
+        ));
     }
 }

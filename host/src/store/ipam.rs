@@ -42,7 +42,9 @@ pub struct DirStore {
 
 impl std::fmt::Debug for DirStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DirStore").field("path", &self.path).finish()
+        f.debug_struct("DirStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -156,7 +158,10 @@ impl crate::sandbox::IpamStore for DirStore {
         let mut keys = Vec::new();
         for entry in self.dir.entries().map_err(|err| format!("list: {err}"))? {
             let entry = entry.map_err(|err| format!("list: {err}"))?;
-            let is_file = entry.file_type().map(|kind| kind.is_file()).unwrap_or(false);
+            let is_file = entry
+                .file_type()
+                .map(|kind| kind.is_file())
+                .unwrap_or(false);
             let name = entry.file_name().to_string_lossy().into_owned();
             if is_file && Self::check_key(&name).is_ok() {
                 keys.push(name);
@@ -206,13 +211,25 @@ mod tests {
     fn keys_are_files_holding_exactly_their_values() {
         let root = tempfile::tempdir().unwrap();
         let mut store = DirStore::open_locked(root.path(), "mynet").unwrap();
-        assert!(store.compare_and_swap("10.0.0.2", None, Some("id\r\neth0")).unwrap());
-        assert!(!store.compare_and_swap("10.0.0.2", None, Some("other\r\neth0")).unwrap());
+        assert!(
+            store
+                .compare_and_swap("10.0.0.2", None, Some("id\r\neth0"))
+                .unwrap()
+        );
+        assert!(
+            !store
+                .compare_and_swap("10.0.0.2", None, Some("other\r\neth0"))
+                .unwrap()
+        );
         assert_eq!(
             std::fs::read(root.path().join("mynet/10.0.0.2")).unwrap(),
             b"id\r\neth0"
         );
-        assert!(store.compare_and_swap("last_reserved_ip.0", None, Some("10.0.0.2")).unwrap());
+        assert!(
+            store
+                .compare_and_swap("last_reserved_ip.0", None, Some("10.0.0.2"))
+                .unwrap()
+        );
         assert!(
             store
                 .compare_and_swap("last_reserved_ip.0", Some("10.0.0.2"), Some("10.0.0.3"))
@@ -237,7 +254,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let mut store = DirStore::open_locked(root.path(), "mynet").unwrap();
         for key in ["lock", "../escape", "/etc/passwd", "..", ".hidden", ""] {
-            assert!(store.compare_and_swap(key, None, Some("x")).is_err(), "{key}");
+            assert!(
+                store.compare_and_swap(key, None, Some("x")).is_err(),
+                "{key}"
+            );
             assert!(store.get(key).is_err(), "{key}");
         }
         assert!(!root.path().join("escape").exists());
