@@ -50,6 +50,27 @@ enum PluginCmd {
     /// Run a plugin in the production sandbox and print its plan as JSON,
     /// applying nothing.
     Run(Box<RunArgs>),
+    /// Measure a plugin's costs in this sandbox: compiling it, and a cached
+    /// call (load from the cache, instantiate, call); prints JSON.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// The plugin's `.wasm` file.
+    file: PathBuf,
+    /// The network configuration (JSON) of the measured ADD call.
+    #[arg(long)]
+    config: PathBuf,
+    /// An IPAM result (JSON) for a delegate.
+    #[arg(long)]
+    ipam_result: Option<PathBuf>,
+    /// Cached calls to time.
+    #[arg(long, default_value_t = 200)]
+    iterations: usize,
+    /// Compiles to time.
+    #[arg(long, default_value_t = 5)]
+    compiles: usize,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -122,6 +143,7 @@ pub fn main() -> i32 {
     let outcome = match cli.command {
         Command::Plugin(PluginCmd::Inspect { file }) => inspect(&file),
         Command::Plugin(PluginCmd::Run(args)) => run(&args),
+        Command::Plugin(PluginCmd::Bench(args)) => bench(&args),
     };
     match outcome {
         Ok(output) => {
@@ -276,5 +298,97 @@ fn run(args: &RunArgs) -> Result<String, CniError> {
         None => Value::Null,
     };
     let output = json!({ "ops": ops, "result": result });
+    Ok(serde_json::to_string_pretty(&output).unwrap_or_default())
+}
+
+fn median_micros(samples: &mut [std::time::Duration]) -> f64 {
+    samples.sort();
+    samples
+        .get(samples.len() / 2)
+        .map(|sample| sample.as_secs_f64() * 1e6)
+        .unwrap_or(0.0)
+}
+
+/// Per-call costs: compile (no cache), then per cached call: load from the
+/// cache (deserialize + link), instantiate + call, and the whole.
+fn bench(args: &BenchArgs) -> Result<String, CniError> {
+    use std::time::Instant;
+    let (config_text, config) = read_json(&args.config, "config")?;
+    let version = CniVersion::from_config(&config)?;
+    let bytes = std::fs::read(&args.file)
+        .map_err(|err| CniError::io_failure(format!("{}: {err}", args.file.display())))?;
+    let digest = crate::sandbox::sha256_hex(&bytes);
+    let mut compiles = Vec::new();
+    for _ in 0..args.compiles.max(1) {
+        let sandbox = Sandbox::new(Limits::default(), None)?;
+        let started = Instant::now();
+        sandbox.load("bench", &args.file, Some(&digest))?;
+        compiles.push(started.elapsed());
+    }
+    let cache = tempfile::tempdir().map_err(|err| CniError::io_failure(err.to_string()))?;
+    let cache_dir = cache.path().join("cache");
+    Sandbox::new(Limits::default(), Some(&cache_dir))?.load("bench", &args.file, Some(&digest))?;
+    let request = PluginRequest {
+        command: PluginCommand::Add,
+        container_id: "bench".into(),
+        netns: String::new(),
+        ifname: "net1".into(),
+        args: Vec::new(),
+        config: config_text,
+        prev_result: None,
+        ipam_result: read_result(args.ipam_result.as_deref(), "IPAM result", version)?,
+        valid_attachments: Vec::new(),
+    };
+    let state = tempfile::tempdir().map_err(|err| CniError::io_failure(err.to_string()))?;
+    let network = config.get("name").and_then(Value::as_str).unwrap_or("bench").to_string();
+    let runtime = Arc::new(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| CniError::internal(format!("tokio runtime: {err}")))?,
+    );
+    let handles = Handles::open(runtime, None).map_err(|err| CniError::internal(err.to_string()))?;
+    let (mut loads, mut calls, mut totals) = (Vec::new(), Vec::new(), Vec::new());
+    let mut fuel = 0;
+    for iteration in 0..args.iterations.max(1) {
+        let started = Instant::now();
+        let sandbox = Sandbox::new(Limits::default(), Some(&cache_dir))?;
+        let plugin = sandbox.load("bench", &args.file, Some(&digest))?;
+        let loaded = Instant::now();
+        let stats = match plugin.abi.world {
+            World::Delegate => {
+                let links = Box::new(KernelLinks::new(handles.clone()));
+                sandbox.call_delegate(&plugin, links, &request)?.1
+            }
+            World::Ipam => {
+                let mut request = request.clone();
+                request.container_id = format!("bench-{iteration}");
+                let store = DirStore::open_locked(state.path(), &network)
+                    .map_err(|err| CniError::io_failure(err.to_string()))?;
+                sandbox
+                    .call_ipam(&plugin, Box::new(crate::sandbox::NoLinks), Box::new(store), &request)?
+                    .1
+            }
+        };
+        let finished = Instant::now();
+        fuel = stats.fuel_consumed;
+        loads.push(loaded - started);
+        calls.push(finished - loaded);
+        totals.push(finished - started);
+        if plugin.abi.world == World::Ipam && iteration % 8 == 7 {
+            // Keep the range from running out: start over with a fresh store.
+            let _ = std::fs::remove_dir_all(state.path().join(&network));
+        }
+    }
+    let output = json!({
+        "plugin": args.file,
+        "sizeBytes": bytes.len(),
+        "compileMillis": median_micros(&mut compiles) / 1000.0,
+        "cachedLoadMicros": median_micros(&mut loads),
+        "instantiateAndCallMicros": median_micros(&mut calls),
+        "cachedCallTotalMicros": median_micros(&mut totals),
+        "fuelPerCall": fuel,
+        "iterations": args.iterations,
+    });
     Ok(serde_json::to_string_pretty(&output).unwrap_or_default())
 }

@@ -5,6 +5,7 @@
 //! - `test`: install what the tests need, then run every test tier
 //! - `bench`: the side-by-side benchmark against the reference plugins
 
+mod bench;
 mod demo;
 mod util;
 
@@ -23,6 +24,8 @@ fn main() -> ExitCode {
         "demo" => demo::run(),
         "demo-inner" => demo::inner(&rest),
         "test" => test(&rest),
+        "bench" => bench::run(&rest),
+        "bench-inner" => bench::inner(&rest),
         _ => Err(USAGE.into()),
     };
     match outcome {
