@@ -38,6 +38,56 @@ enum Command {
     /// Inspect, verify, compile and try wasm plugins.
     #[command(subcommand)]
     Plugin(PluginCmd),
+    /// Install on this node: the binary into the CNI bin dir, the plugins
+    /// (verified, precompiled) and the generated host config (what the
+    /// DaemonSet runs).
+    Install(Box<InstallArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+struct InstallArgs {
+    /// Where the host's root is mounted (`/host` in the DaemonSet).
+    #[arg(long, default_value = "/")]
+    host_root: PathBuf,
+    /// The host's CNI bin dir (a host path).
+    #[arg(long, default_value = "/opt/cni/bin")]
+    bin_dir: PathBuf,
+    /// The host's CNI conf dir (a host path).
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    conf_dir: PathBuf,
+    /// The node's state dir for plugins and the compiled-code cache (a host path).
+    #[arg(long, default_value = "/var/lib/multus-wasm")]
+    state_dir: PathBuf,
+    /// The shipped plugins: `plugins.json` ({"<type>": {"file", "sha256"}}) and the files.
+    #[arg(long)]
+    plugin_dir: PathBuf,
+    /// JSON with extra host-config fields (kubeconfig, logFile, wasmLimits, allowedMasters...).
+    #[arg(long)]
+    config_template: Option<PathBuf>,
+    /// The binary to install (default: this one).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Do not copy the binary.
+    #[arg(long)]
+    skip_binary_copy: bool,
+    /// Write the config only once this file exists (a host path).
+    #[arg(long)]
+    readiness_indicator_file: Option<PathBuf>,
+    /// Keep running and keep the config in step with the primary config and the plugins.
+    #[arg(long)]
+    watch: bool,
+    /// How often --watch looks for changes, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
+    /// With --watch, remove our config when stopped (SIGTERM/SIGINT).
+    #[arg(long)]
+    cleanup_on_exit: bool,
+    /// Write a kubeconfig for the host binary from the pod's service account.
+    #[arg(long)]
+    kubeconfig_from_service_account: bool,
+    /// The service account directory (token, ca.crt).
+    #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount")]
+    service_account_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,6 +100,23 @@ enum PluginCmd {
     /// Run a plugin in the production sandbox and print its plan as JSON,
     /// applying nothing.
     Run(Box<RunArgs>),
+    /// Check plugins: their digests against the pins, ABI versions, worlds
+    /// and sizes. DIR holds `plugins.json` and the files; or use --config to
+    /// check a host config's `wasmPlugins`.
+    Verify {
+        /// A plugin directory (with `plugins.json`).
+        dir: Option<PathBuf>,
+        /// A host config whose `wasmPlugins` to check instead.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Fill the compiled-code cache ahead of time for every plugin of a host
+    /// config (with its `wasmLimits`, into its `wasmCacheDir`).
+    Compile {
+        /// The host config.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Measure a plugin's costs in this sandbox: compiling it, and a cached
     /// call (load from the cache, instantiate, call); prints JSON.
     Bench(BenchArgs),
@@ -144,6 +211,11 @@ pub fn main() -> i32 {
         Command::Plugin(PluginCmd::Inspect { file }) => inspect(&file),
         Command::Plugin(PluginCmd::Run(args)) => run(&args),
         Command::Plugin(PluginCmd::Bench(args)) => bench(&args),
+        Command::Plugin(PluginCmd::Verify { dir, config }) => {
+            verify(dir.as_deref(), config.as_deref())
+        }
+        Command::Plugin(PluginCmd::Compile { config }) => compile(&config),
+        Command::Install(args) => install(&args),
     };
     match outcome {
         Ok(output) => {
@@ -340,14 +412,19 @@ fn bench(args: &BenchArgs) -> Result<String, CniError> {
         valid_attachments: Vec::new(),
     };
     let state = tempfile::tempdir().map_err(|err| CniError::io_failure(err.to_string()))?;
-    let network = config.get("name").and_then(Value::as_str).unwrap_or("bench").to_string();
+    let network = config
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("bench")
+        .to_string();
     let runtime = Arc::new(
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|err| CniError::internal(format!("tokio runtime: {err}")))?,
     );
-    let handles = Handles::open(runtime, None).map_err(|err| CniError::internal(err.to_string()))?;
+    let handles =
+        Handles::open(runtime, None).map_err(|err| CniError::internal(err.to_string()))?;
     let (mut loads, mut calls, mut totals) = (Vec::new(), Vec::new(), Vec::new());
     let mut fuel = 0;
     for iteration in 0..args.iterations.max(1) {
@@ -366,7 +443,12 @@ fn bench(args: &BenchArgs) -> Result<String, CniError> {
                 let store = DirStore::open_locked(state.path(), &network)
                     .map_err(|err| CniError::io_failure(err.to_string()))?;
                 sandbox
-                    .call_ipam(&plugin, Box::new(crate::sandbox::NoLinks), Box::new(store), &request)?
+                    .call_ipam(
+                        &plugin,
+                        Box::new(crate::sandbox::NoLinks),
+                        Box::new(store),
+                        &request,
+                    )?
                     .1
             }
         };
@@ -391,4 +473,177 @@ fn bench(args: &BenchArgs) -> Result<String, CniError> {
         "iterations": args.iterations,
     });
     Ok(serde_json::to_string_pretty(&output).unwrap_or_default())
+}
+
+fn host_config(path: &Path) -> Result<crate::config::MultusConfig, CniError> {
+    let bytes = std::fs::read(path)
+        .map_err(|err| CniError::io_failure(format!("cannot read {}: {err}", path.display())))?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|err| {
+        CniError::decoding_failure(format!("{} is not JSON: {err}", path.display()))
+    })?;
+    // A .conflist holds our config as its first plugin.
+    let config = match value.get("plugins").and_then(|plugins| plugins.get(0)) {
+        Some(plugin) => serde_json::to_vec(plugin).unwrap_or_default(),
+        None => bytes,
+    };
+    crate::config::MultusConfig::parse(&config)
+        .map(|parsed| parsed.config)
+        .map_err(|err| CniError::new(err.cni_code(), format!("{}: {err}", path.display())))
+}
+
+/// `(type, path, pinned sha256)` of every plugin to check.
+fn plugins_to_check(
+    dir: Option<&Path>,
+    config: Option<&Path>,
+) -> Result<Vec<(String, PathBuf, String)>, CniError> {
+    match (dir, config) {
+        (Some(dir), None) => Ok(crate::install::read_manifest(dir)
+            .map_err(|err| CniError::invalid_network_config(err.to_string()))?
+            .into_iter()
+            .map(|(plugin_type, entry)| (plugin_type, dir.join(entry.file), entry.sha256))
+            .collect()),
+        (None, Some(config)) => Ok(host_config(config)?
+            .wasm_plugins
+            .into_iter()
+            .map(|(plugin_type, plugin)| (plugin_type, plugin.path, plugin.sha256))
+            .collect()),
+        _ => Err(CniError::invalid_environment(
+            "give a plugin directory or --config (one of them)",
+        )),
+    }
+}
+
+fn verify(dir: Option<&Path>, config: Option<&Path>) -> Result<String, CniError> {
+    let sandbox = Sandbox::new(Limits::default(), None)?;
+    let mut failures = 0;
+    let mut report = serde_json::Map::new();
+    for (plugin_type, path, pinned) in plugins_to_check(dir, config)? {
+        let entry = match sandbox.inspect(&path) {
+            Ok(inspection) if !inspection.sha256.eq_ignore_ascii_case(&pinned) => {
+                failures += 1;
+                json!({"ok": false, "path": path, "sha256": inspection.sha256, "pinned": pinned,
+                       "error": format!("sha256 {} does not match the pinned {pinned}", inspection.sha256)})
+            }
+            Ok(inspection) => json!({"ok": true, "path": path, "sha256": inspection.sha256,
+                                     "abiVersion": inspection.abi_version, "world": inspection.world,
+                                     "size": inspection.size}),
+            Err(err) => {
+                failures += 1;
+                json!({"ok": false, "path": path, "pinned": pinned, "error": err.to_string()})
+            }
+        };
+        report.insert(plugin_type, entry);
+    }
+    let text = serde_json::to_string_pretty(&Value::Object(report)).unwrap_or_default();
+    if failures == 0 {
+        Ok(text)
+    } else {
+        Err(CniError::new(
+            crate::sandbox::code::PLUGIN_REFUSED,
+            format!("{failures} plugin(s) failed verification"),
+        )
+        .with_details(text))
+    }
+}
+
+fn compile(config_path: &Path) -> Result<String, CniError> {
+    let config = host_config(config_path)?;
+    let sandbox = Sandbox::new(
+        crate::delegate::limits_from_config(&config),
+        Some(&config.wasm_cache_dir),
+    )?;
+    let mut report = serde_json::Map::new();
+    for (plugin_type, plugin) in &config.wasm_plugins {
+        let loaded = sandbox.load(plugin_type, &plugin.path, Some(&plugin.sha256))?;
+        report.insert(
+            plugin_type.clone(),
+            json!({"sha256": loaded.digest, "cache": loaded.cache_outcome}),
+        );
+    }
+    Ok(serde_json::to_string_pretty(&Value::Object(report)).unwrap_or_default())
+}
+
+fn install(args: &InstallArgs) -> Result<String, CniError> {
+    let config_template = match &args.config_template {
+        Some(path) => {
+            let (_, value) = read_json(path, "config template")?;
+            value.as_object().cloned().ok_or_else(|| {
+                CniError::invalid_network_config(format!(
+                    "{} must hold a JSON object",
+                    path.display()
+                ))
+            })?
+        }
+        None => serde_json::Map::new(),
+    };
+    let options = crate::install::InstallOptions {
+        host_root: args.host_root.clone(),
+        bin_dir: args.bin_dir.clone(),
+        conf_dir: args.conf_dir.clone(),
+        state_dir: args.state_dir.clone(),
+        plugin_dir: args.plugin_dir.clone(),
+        config_template,
+        binary: args.binary.clone(),
+        skip_binary_copy: args.skip_binary_copy,
+        readiness_indicator_file: args.readiness_indicator_file.clone(),
+        service_account_dir: args
+            .kubeconfig_from_service_account
+            .then(|| args.service_account_dir.clone()),
+    };
+    if !args.watch {
+        let report = crate::install::install_once(&options)
+            .map_err(|err| CniError::internal(err.to_string()))?;
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        return if report.refused.is_empty() {
+            Ok(text)
+        } else {
+            Err(CniError::new(
+                crate::sandbox::code::PLUGIN_REFUSED,
+                "some plugins were refused",
+            )
+            .with_details(text))
+        };
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [rustix_signal::SIGTERM, rustix_signal::SIGINT] {
+        rustix_signal::on(signal, stop.clone());
+    }
+    crate::install::watch(
+        &options,
+        Duration::from_millis(args.interval_ms),
+        args.cleanup_on_exit,
+        &|| stop.load(std::sync::atomic::Ordering::SeqCst),
+    )
+    .map_err(|err| CniError::internal(err.to_string()))?;
+    Ok(json!({"stopped": true}).to_string())
+}
+
+/// SIGTERM/SIGINT handling for `install --watch`: a signal sets a flag.
+mod rustix_signal {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    pub const SIGTERM: i32 = 15;
+    pub const SIGINT: i32 = 2;
+
+    static FLAGS: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+
+    extern "C" fn handler(_: i32) {
+        if let Some(flag) = FLAGS.get() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+
+    unsafe extern "C" {
+        fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+    }
+
+    /// Set `flag` when `signum` arrives.
+    pub fn on(signum: i32, flag: Arc<AtomicBool>) {
+        let _ = FLAGS.set(flag);
+        // SAFETY: installing an async-signal-safe handler (an atomic store).
+        unsafe {
+            signal(signum, handler);
+        }
+    }
 }

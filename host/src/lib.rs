@@ -8,6 +8,7 @@ pub mod cni;
 pub mod cni_plugin;
 pub mod config;
 pub mod delegate;
+pub mod install;
 pub mod k8s;
 pub mod logging;
 pub mod multus;

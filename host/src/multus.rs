@@ -366,7 +366,7 @@ impl<'a> Call<'a> {
                     cached.result = Some(result.to_json(CniVersion::V1_1_0)?);
                     cached.state = AttachmentState::Added;
                     if let Err(err) = cache.save(&record) {
-                        self.rollback(&record, index);
+                        self.rollback(&record, index + 1);
                         let _ = cache.remove(&container_id);
                         return Err(err.into());
                     }
@@ -405,7 +405,7 @@ impl<'a> Call<'a> {
                     .set_network_status(&pod_ref.namespace, &pod_ref.name, &annotation)
             {
                 tracing::error!(pod = %label, error = %err, "writing network-status failed, rolling back");
-                self.rollback(&record, record.attachments.len() - 1);
+                self.rollback(&record, record.attachments.len());
                 let _ = cache.remove(&container_id);
                 return Err(CniError::try_again_later(format!(
                     "[{label}]: failed to set the network-status annotation: {err}"
@@ -480,9 +480,12 @@ impl<'a> Call<'a> {
         Ok(result)
     }
 
-    /// DEL attachments `through..=0`, in reverse; errors are logged.
-    fn rollback(&self, record: &ContainerRecord, through: usize) {
-        for cached in record.attachments[..=through].iter().rev() {
+    /// DEL the first `count` attachments, in reverse; errors are logged.
+    /// A failed attachment is not among them: `Node::add` has already
+    /// cleaned up after it (and DELing it could remove an interface that
+    /// was in the pod before, such as a `net1` that made the ADD fail).
+    fn rollback(&self, record: &ContainerRecord, count: usize) {
+        for cached in record.attachments[..count].iter().rev() {
             let result = cached.parsed_result();
             if let Err(err) = self.node.del(&self.attachment(cached), result.as_ref()) {
                 tracing::error!(attachment = %cached.name, error = %err, "rollback DEL failed");

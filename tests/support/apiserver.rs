@@ -29,6 +29,8 @@ pub struct FakeApiServer {
     address: SocketAddr,
     state: Arc<Mutex<State>>,
     stopped: Arc<AtomicBool>,
+    /// The network namespace the listener lives in (`None`: the test's own).
+    netns: Option<String>,
 }
 
 const POD: &str = "pods";
@@ -37,6 +39,24 @@ const NAD: &str = "network-attachment-definitions";
 impl FakeApiServer {
     pub fn start() -> FakeApiServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+        Self::serve_on(listener, None)
+    }
+
+    /// A server listening on the loopback of the network namespace at
+    /// `netns` (e.g. a test node's, where the CNI binary runs and where the
+    /// test's own loopback cannot be reached).
+    pub fn start_in_netns(netns: &str) -> FakeApiServer {
+        let path = netns.to_string();
+        let listener = std::thread::spawn(move || {
+            in_netns(&path);
+            TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port")
+        })
+        .join()
+        .expect("binding in the namespace");
+        Self::serve_on(listener, Some(netns.to_string()))
+    }
+
+    fn serve_on(listener: TcpListener, netns: Option<String>) -> FakeApiServer {
         let address = listener.local_addr().expect("local address");
         let state = Arc::new(Mutex::new(State {
             next_version: 100,
@@ -58,6 +78,7 @@ impl FakeApiServer {
             address,
             state,
             stopped,
+            netns,
         }
     }
 
@@ -152,8 +173,25 @@ impl FakeApiServer {
     /// Stop answering: the listener closes, connections are refused.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag and drops the listener.
-        let _ = TcpStream::connect(self.address);
+        // Wake the accept loop so it sees the flag and drops the listener
+        // (from the listener's namespace).
+        let address = self.address;
+        match &self.netns {
+            None => {
+                let _ = TcpStream::connect(address);
+            }
+            Some(netns) => {
+                let netns = netns.clone();
+                let _ = std::thread::spawn(move || {
+                    // Once the namespace is deleted nobody can reach the listener.
+                    if std::fs::metadata(&netns).is_ok() {
+                        in_netns(&netns);
+                        let _ = TcpStream::connect(address);
+                    }
+                })
+                .join();
+            }
+        }
     }
 }
 
@@ -161,6 +199,17 @@ impl Drop for FakeApiServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Move the calling thread into the network namespace at `path`.
+fn in_netns(path: &str) {
+    use std::os::fd::AsFd;
+    let file = std::fs::File::open(path).unwrap_or_else(|err| panic!("open {path}: {err}"));
+    rustix::thread::move_into_link_name_space(
+        file.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .unwrap_or_else(|err| panic!("setns {path}: {err}"));
 }
 
 fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {

@@ -29,7 +29,11 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let iterations = parse_iterations(args)?;
     let root = workspace_root();
-    util::run(util::cargo().current_dir(&root).args(["build", "--release", "-p", "multus-wasm"]))?;
+    util::run(
+        util::cargo()
+            .current_dir(&root)
+            .args(["build", "--release", "-p", "multus-wasm"]),
+    )?;
     let plugins = crate::plugins()?;
     let binary = root.join("target/release/multus-wasm");
 
@@ -50,7 +54,13 @@ pub fn run(args: &[String]) -> Result<()> {
     )?;
     println!(
         "{:<12} {:>9} {:>12} {:>14} {:>18} {:>14} {:>10}",
-        "plugin", "size KiB", "compile ms", "cached load us", "instantiate+call us", "cached call us", "fuel"
+        "plugin",
+        "size KiB",
+        "compile ms",
+        "cached load us",
+        "instantiate+call us",
+        "cached call us",
+        "fuel"
     );
     for (plugin_type, path, _) in &plugins {
         if plugin_type == "static" {
@@ -65,7 +75,8 @@ pub fn run(args: &[String]) -> Result<()> {
         if plugin_type == "macvlan" {
             command.arg("--ipam-result").arg(&ipam_result);
         }
-        let stats: Value = serde_json::from_str(&util::output(&mut command)?).map_err(|err| err.to_string())?;
+        let stats: Value =
+            serde_json::from_str(&util::output(&mut command)?).map_err(|err| err.to_string())?;
         println!(
             "{:<12} {:>9.0} {:>12.1} {:>14.0} {:>18.0} {:>14.0} {:>10}",
             plugin_type,
@@ -83,7 +94,16 @@ pub fn run(args: &[String]) -> Result<()> {
     let outcome = (|| {
         for args in [
             vec!["link", "set", "lo", "up"],
-            vec!["link", "add", "ens3", "type", "veth", "peer", "name", "ens3-peer"],
+            vec![
+                "link",
+                "add",
+                "ens3",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "ens3-peer",
+            ],
             vec!["link", "set", "ens3", "up"],
             vec!["link", "set", "ens3-peer", "up"],
         ] {
@@ -111,13 +131,16 @@ pub fn run(args: &[String]) -> Result<()> {
 fn parse_iterations(args: &[String]) -> Result<usize> {
     match args {
         [] => Ok(40),
-        [flag, value] if flag == "--iterations" => value.parse().map_err(|_| format!("bad --iterations {value}")),
+        [flag, value] if flag == "--iterations" => value
+            .parse()
+            .map_err(|_| format!("bad --iterations {value}")),
         _ => Err("usage: cargo xtask bench [--iterations N]".into()),
     }
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<()> {
-    std::fs::write(path, serde_json::to_vec_pretty(value).expect("json")).map_err(|err| format!("{}: {err}", path.display()))
+    std::fs::write(path, serde_json::to_vec_pretty(value).expect("json"))
+        .map_err(|err| format!("{}: {err}", path.display()))
 }
 
 /// Wall time and peak RSS (KiB) of one child, from wait4.
@@ -147,7 +170,8 @@ fn timed(program: &Path, args: &[&str], env: &[(&str, String)], stdin: &[u8]) ->
         .write_all(stdin)
         .map_err(|err| err.to_string())?;
     let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().expect("piped"), &mut stdout).map_err(|err| err.to_string())?;
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("piped"), &mut stdout)
+        .map_err(|err| err.to_string())?;
     let mut status = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -179,13 +203,17 @@ pub fn inner(args: &[String]) -> Result<()> {
     let [iterations, binary, scratch, plugin_args @ ..] = args else {
         return Err("bench-inner: bad arguments".into());
     };
-    let iterations: usize = iterations.parse().map_err(|_| "bad iterations".to_string())?;
+    let iterations: usize = iterations
+        .parse()
+        .map_err(|_| "bad iterations".to_string())?;
     let binary = PathBuf::from(binary);
     let scratch = PathBuf::from(scratch);
     let mut wasm_plugins = serde_json::Map::new();
     for spec in plugin_args {
         let mut parts = spec.splitn(3, '=');
-        let (Some(plugin_type), Some(path), Some(digest)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(plugin_type), Some(path), Some(digest)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
             return Err(format!("bad plugin argument {spec:?}"));
         };
         wasm_plugins.insert(plugin_type.into(), json!({"path": path, "sha256": digest}));
@@ -206,7 +234,8 @@ pub fn inner(args: &[String]) -> Result<()> {
         "logFile": scratch.join("multus-wasm.log"), "logLevel": "error", "logToStderr": false
     });
     let ours_stdin = serde_json::to_vec(&ours_config).expect("json");
-    let reference_stdin = serde_json::to_vec(&netconf(&scratch.join("reference-ipam"))).expect("json");
+    let reference_stdin =
+        serde_json::to_vec(&netconf(&scratch.join("reference-ipam"))).expect("json");
     let pod = "mwbench-pod";
     let _ = util::output(Command::new("ip").args(["netns", "del", pod]));
     util::output(Command::new("ip").args(["netns", "add", pod]))?;
@@ -230,8 +259,14 @@ pub fn inner(args: &[String]) -> Result<()> {
             return Err(format!("our ADD failed: {}", warm.stdout));
         }
         timed(&binary, &[], &env("DEL", "warm"), &ours_stdin)?;
-        let (mut ours_add, mut ours_del, mut ref_add, mut ref_del, mut kernel_add, mut kernel_del) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut ours_add, mut ours_del, mut ref_add, mut ref_del, mut kernel_add, mut kernel_del) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         let (mut ours_rss, mut ref_rss) = (0, 0);
         for iteration in 0..iterations {
             let id = format!("bench-{iteration}");
@@ -253,7 +288,10 @@ pub fn inner(args: &[String]) -> Result<()> {
             ref_del.push(del.elapsed);
             let create = timed(
                 ip,
-                &["-n", pod, "link", "add", "link", "ens3", "name", "kmv0", "type", "macvlan", "mode", "bridge"],
+                &[
+                    "-n", pod, "link", "add", "link", "ens3", "name", "kmv0", "type", "macvlan",
+                    "mode", "bridge",
+                ],
                 &[],
                 b"",
             )?;
@@ -264,8 +302,13 @@ pub fn inner(args: &[String]) -> Result<()> {
         let (ours_add, ours_del) = (median(&mut ours_add), median(&mut ours_del));
         let (ref_add, ref_del) = (median(&mut ref_add), median(&mut ref_del));
         let (kernel_add, kernel_del) = (median(&mut kernel_add), median(&mut kernel_del));
-        println!("\n== one attachment (seed macvlan + host-local netconf), {iterations} interleaved runs, medians ==");
-        println!("{:<34} {:>10} {:>12} {:>10} {:>22}", "", "ours", "reference", "ratio", "target");
+        println!(
+            "\n== one attachment (seed macvlan + host-local netconf), {iterations} interleaved runs, medians =="
+        );
+        println!(
+            "{:<34} {:>10} {:>12} {:>10} {:>22}",
+            "", "ours", "reference", "ratio", "target"
+        );
         println!(
             "{:<34} {:>7.2} ms {:>9.2} ms {:>9.1}x {:>22}",
             "ADD",
@@ -290,8 +333,16 @@ pub fn inner(args: &[String]) -> Result<()> {
             ms(ours_del) / ms(kernel_del),
             "ours/kernel <= 1.15x"
         );
-        println!("{:<34} {:>7.2} ms", "kernel: ip link add macvlan", ms(kernel_add));
-        println!("{:<34} {:>7.2} ms", "kernel: ip link del macvlan", ms(kernel_del));
+        println!(
+            "{:<34} {:>7.2} ms",
+            "kernel: ip link add macvlan",
+            ms(kernel_add)
+        );
+        println!(
+            "{:<34} {:>7.2} ms",
+            "kernel: ip link del macvlan",
+            ms(kernel_del)
+        );
         println!(
             "{:<34} {:>7.1} MiB {:>8.1} MiB {:>10} {:>22}",
             "peak RSS",

@@ -91,6 +91,28 @@ pub fn plugins() -> Result<Vec<(String, std::path::PathBuf, String)>> {
         );
         built.push((plugin_type.to_string(), destination, digest));
     }
+    // The plugin manifest `multus-wasm install` reads, and a copy of the set
+    // in deploy/plugins/ for `kubectl apply -k deploy/` (gitignored).
+    let manifest: serde_json::Map<String, serde_json::Value> = built
+        .iter()
+        .map(|(plugin_type, _, digest)| {
+            (
+                plugin_type.clone(),
+                serde_json::json!({"file": format!("{plugin_type}.wasm"), "sha256": digest}),
+            )
+        })
+        .collect();
+    let manifest = serde_json::to_vec_pretty(&manifest).expect("json");
+    let deploy_dir = root.join("deploy/plugins");
+    std::fs::create_dir_all(&deploy_dir)
+        .map_err(|err| format!("{}: {err}", deploy_dir.display()))?;
+    for dir in [&out_dir, &deploy_dir] {
+        std::fs::write(dir.join("plugins.json"), &manifest).map_err(|err| err.to_string())?;
+    }
+    for (plugin_type, path, _) in &built {
+        std::fs::copy(path, deploy_dir.join(format!("{plugin_type}.wasm")))
+            .map_err(|err| err.to_string())?;
+    }
     Ok(built)
 }
 

@@ -61,8 +61,12 @@ impl std::fmt::Debug for Node<'_> {
 
 /// The limits of wasm calls, from the host config's `wasmLimits`.
 pub fn limits_from_config(config: &MultusConfig) -> Limits {
+    limits_from(&config.wasm_limits)
+}
+
+/// The sandbox limits for `wasmLimits` (unset fields keep the defaults).
+pub fn limits_from(wasm: &crate::config::WasmLimits) -> Limits {
     let mut limits = Limits::default();
-    let wasm = &config.wasm_limits;
     if let Some(fuel) = wasm.fuel {
         limits.fuel = fuel;
     }
@@ -252,26 +256,48 @@ impl<'a> Node<'a> {
             };
             let config = plugin_config(&list, index, &injection)?;
             let plugin_type = list.plugin_type(index).unwrap_or_default();
-            let result = match self.wasm_plugin(plugin_type)? {
-                Some(plugin) => self.wasm_add(&plugin, attachment, &config, previous.as_ref())?,
-                None => {
-                    let binary = exec::find_plugin(plugin_type, &self.bin_dirs)?;
-                    exec::exec_plugin(
-                        &binary,
-                        CniCommand::Add,
-                        &config,
-                        &self.exec_context(attachment),
-                    )?
-                    .ok_or_else(|| {
-                        CniError::internal(format!("{plugin_type} returned no result"))
-                    })?
-                }
+            let outcome = match self.wasm_plugin(plugin_type)? {
+                // A wasm plugin's failed ADD has already undone itself.
+                Some(plugin) => self.wasm_add(&plugin, attachment, &config, previous.as_ref()),
+                None => self.exec_add(plugin_type, attachment, &config),
             };
-            previous = Some(result.convert_to(list.cni_version)?);
+            match outcome.and_then(|result| result.convert_to(list.cni_version)) {
+                Ok(result) => previous = Some(result),
+                Err(err) => {
+                    if let Err(undo) = self.del_plugins(attachment, &list, index, previous.as_ref())
+                    {
+                        tracing::error!(network = %list.name, error = %undo, "DEL of the plugins before the failed one failed");
+                    }
+                    return Err(err);
+                }
+            }
         }
         previous.ok_or_else(|| {
             CniError::invalid_network_config(format!("network {} has no plugins", list.name))
         })
+    }
+
+    /// ADD through a native plugin; on failure it gets a DEL, as libcni's
+    /// callers do, so it can clean up what it half did.
+    fn exec_add(
+        &self,
+        plugin_type: &str,
+        attachment: &Attachment<'_>,
+        config: &Value,
+    ) -> Result<CniResult, CniError> {
+        let binary = exec::find_plugin(plugin_type, &self.bin_dirs)?;
+        let context = self.exec_context(attachment);
+        let added =
+            exec::exec_plugin(&binary, CniCommand::Add, config, &context).and_then(|result| {
+                result
+                    .ok_or_else(|| CniError::internal(format!("{plugin_type} returned no result")))
+            });
+        if added.is_err()
+            && let Err(err) = exec::exec_plugin(&binary, CniCommand::Del, config, &context)
+        {
+            tracing::error!(plugin = plugin_type, error = %err, "DEL after a failed ADD failed");
+        }
+        added
     }
 
     fn wasm_add(
@@ -411,15 +437,26 @@ impl<'a> Node<'a> {
         cached: Option<&CniResult>,
     ) -> Result<(), CniError> {
         let list = NetworkConfigList::from_value(attachment.config.clone())?;
+        self.del_plugins(attachment, &list, list.plugins.len(), cached)
+    }
+
+    /// DEL the first `count` plugins of `list`, in reverse.
+    fn del_plugins(
+        &self,
+        attachment: &Attachment<'_>,
+        list: &NetworkConfigList,
+        count: usize,
+        cached: Option<&CniResult>,
+    ) -> Result<(), CniError> {
         let prev_result = cached.filter(|_| list.cni_version.passes_prev_result_on_del());
         let mut errors = Vec::new();
-        for index in (0..list.plugins.len()).rev() {
+        for index in (0..count).rev() {
             let injection = PluginInjection {
                 prev_result,
                 capability_args: Some(attachment.capability_args),
                 valid_attachments: None,
             };
-            let outcome = plugin_config(&list, index, &injection).and_then(|config| {
+            let outcome = plugin_config(list, index, &injection).and_then(|config| {
                 let plugin_type = list.plugin_type(index).unwrap_or_default();
                 match self.wasm_plugin(plugin_type)? {
                     Some(plugin) => self.wasm_del(&plugin, attachment, &config, prev_result),

@@ -1,0 +1,303 @@
+//! The manifests in deploy/: every one parses, kinds are the expected ones,
+//! the CRD matches upstream's, RBAC covers every API call the host makes,
+//! the DaemonSet mounts every path the install step and config name, and
+//! the plugin ConfigMap stays under Kubernetes' 1 MiB.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// Every document of every YAML file in deploy/ (not examples/), as JSON.
+fn manifests() -> Vec<(String, Value)> {
+    let mut documents = Vec::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(deploy_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension().is_some_and(|ext| ext == "yaml")
+                && !path.ends_with("kustomization.yaml")
+        })
+        .collect();
+    paths.sort();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value: Value = Value::deserialize(document)
+                .unwrap_or_else(|err| panic!("{} does not parse: {err}", path.display()));
+            if !value.is_null() {
+                documents.push((
+                    path.file_name().unwrap().to_string_lossy().into_owned(),
+                    value,
+                ));
+            }
+        }
+    }
+    documents
+}
+
+fn find<'a>(documents: &'a [(String, Value)], kind: &str) -> Vec<&'a Value> {
+    documents
+        .iter()
+        .filter(|(_, value)| value["kind"] == kind)
+        .map(|(_, value)| value)
+        .collect()
+}
+
+#[test]
+fn the_manifests_hold_exactly_the_expected_kinds() {
+    let documents = manifests();
+    let mut kinds: Vec<&str> = documents
+        .iter()
+        .map(|(_, value)| value["kind"].as_str().unwrap())
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "CustomResourceDefinition",
+            "DaemonSet",
+            "ServiceAccount"
+        ]
+    );
+}
+
+#[test]
+fn the_crd_matches_the_upstream_network_attachment_definition() {
+    let documents = manifests();
+    let crd = find(&documents, "CustomResourceDefinition")[0];
+    assert_eq!(crd["apiVersion"], "apiextensions.k8s.io/v1");
+    assert_eq!(
+        crd["metadata"]["name"],
+        "network-attachment-definitions.k8s.cni.cncf.io"
+    );
+    let spec = &crd["spec"];
+    assert_eq!(spec["group"], "k8s.cni.cncf.io");
+    assert_eq!(spec["scope"], "Namespaced");
+    assert_eq!(spec["names"]["kind"], "NetworkAttachmentDefinition");
+    assert_eq!(spec["names"]["plural"], "network-attachment-definitions");
+    assert_eq!(spec["names"]["singular"], "network-attachment-definition");
+    assert!(
+        spec["names"]["shortNames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|name| name == "net-attach-def")
+    );
+    let versions = spec["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0]["name"], "v1");
+    assert_eq!(versions[0]["served"], true);
+    assert_eq!(versions[0]["storage"], true);
+    let schema = &versions[0]["schema"]["openAPIV3Schema"];
+    assert_eq!(schema["type"], "object");
+    for field in ["apiVersion", "kind", "metadata", "spec"] {
+        assert!(
+            schema["properties"].get(field).is_some(),
+            "schema lacks {field}"
+        );
+    }
+    assert_eq!(
+        schema["properties"]["spec"]["properties"]["config"]["type"],
+        "string"
+    );
+    // The host's own kind (kube-rs) agrees on group, version and plural.
+    use kube::Resource;
+    type Nad = multus_wasm::k8s::NetworkAttachmentDefinition;
+    assert_eq!(Nad::group(&()), "k8s.cni.cncf.io");
+    assert_eq!(Nad::version(&()), "v1");
+    assert_eq!(Nad::plural(&()), "network-attachment-definitions");
+}
+
+fn allows(rules: &[Value], group: &str, resource: &str, verb: &str) -> bool {
+    rules.iter().any(|rule| {
+        let has = |key: &str, wanted: &str| {
+            rule[key]
+                .as_array()
+                .is_some_and(|items| items.iter().any(|item| item == wanted || item == "*"))
+        };
+        has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+    })
+}
+
+#[test]
+fn rbac_covers_every_api_call_the_host_makes() {
+    let documents = manifests();
+    let role = find(&documents, "ClusterRole")[0];
+    let rules = role["rules"].as_array().unwrap();
+    // k8s::api: pod GET, NAD GET, GET + PUT pods/status for network-status.
+    for (group, resource, verb) in [
+        ("", "pods", "get"),
+        ("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
+        ("", "pods/status", "update"),
+        ("", "pods/status", "get"),
+    ] {
+        assert!(
+            allows(rules, group, resource, verb),
+            "ClusterRole must allow {verb} {group}/{resource}"
+        );
+    }
+    assert!(!allows(rules, "", "secrets", "get"), "no more than needed");
+    let binding = find(&documents, "ClusterRoleBinding")[0];
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    let account = find(&documents, "ServiceAccount")[0];
+    assert_eq!(binding["subjects"][0]["name"], account["metadata"]["name"]);
+    assert_eq!(
+        binding["subjects"][0]["namespace"],
+        account["metadata"]["namespace"]
+    );
+    let daemonset = find(&documents, "DaemonSet")[0];
+    assert_eq!(
+        daemonset["spec"]["template"]["spec"]["serviceAccountName"],
+        account["metadata"]["name"]
+    );
+}
+
+/// `--flag=value` arguments of a container command.
+fn flags(container: &Value) -> BTreeMap<String, String> {
+    container["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|arg| arg.as_str()?.strip_prefix("--")?.split_once('='))
+        .map(|(flag, value)| (flag.to_string(), value.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_daemonset_mounts_every_path_install_and_the_config_use() {
+    let documents = manifests();
+    let daemonset = find(&documents, "DaemonSet")[0];
+    let pod = &daemonset["spec"]["template"]["spec"];
+    let volumes: BTreeMap<&str, &Value> = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|volume| (volume["name"].as_str().unwrap(), volume))
+        .collect();
+    let configmaps: BTreeMap<&str, &Value> = find(&documents, "ConfigMap")
+        .into_iter()
+        .map(|map| (map["metadata"]["name"].as_str().unwrap(), map))
+        .collect();
+    let containers: Vec<&Value> = pod["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(pod["containers"].as_array().unwrap())
+        .collect();
+    assert_eq!(containers.len(), 2);
+    for container in containers {
+        let flags = flags(container);
+        let host_root = &flags["host-root"];
+        let mounts: BTreeMap<&str, &str> = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|mount| {
+                (
+                    mount["mountPath"].as_str().unwrap(),
+                    mount["name"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        for flag in ["bin-dir", "conf-dir", "state-dir"] {
+            let host_path = &flags[flag];
+            let mount_path = format!("{host_root}{host_path}");
+            let volume = mounts
+                .get(mount_path.as_str())
+                .unwrap_or_else(|| panic!("--{flag}={host_path} needs a mount at {mount_path}"));
+            assert_eq!(
+                volumes[volume]["hostPath"]["path"],
+                host_path.as_str(),
+                "--{flag}"
+            );
+        }
+        let plugin_volume = mounts[flags["plugin-dir"].as_str()];
+        assert_eq!(
+            volumes[plugin_volume]["configMap"]["name"],
+            "multus-wasm-plugins"
+        );
+        let template = Path::new(&flags["config-template"]);
+        let config_volume = mounts[template.parent().unwrap().to_str().unwrap()];
+        let config_map = volumes[config_volume]["configMap"]["name"]
+            .as_str()
+            .unwrap();
+        let file = template.file_name().unwrap().to_str().unwrap();
+        let template_json = configmaps[config_map]["data"][file]
+            .as_str()
+            .expect("the template is in the ConfigMap");
+        // The template is a valid piece of host config: no unknown fields.
+        let mut config: serde_json::Map<String, Value> =
+            serde_json::from_str(template_json).unwrap();
+        config.insert("delegates".into(), serde_json::json!([{"type": "ptp"}]));
+        let parsed =
+            multus_wasm::config::MultusConfig::parse(&serde_json::to_vec(&config).unwrap())
+                .unwrap();
+        assert!(
+            parsed.unknown_fields.is_empty(),
+            "{:?}",
+            parsed.unknown_fields
+        );
+    }
+}
+
+#[test]
+fn the_plugin_configmap_is_generated_immutable_and_under_one_mebibyte() {
+    let kustomization: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(deploy_dir().join("kustomization.yaml")).unwrap(),
+    )
+    .unwrap();
+    let resources: Vec<&str> = kustomization["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    for document in ["crd.yaml", "rbac.yaml", "config.yaml", "daemonset.yaml"] {
+        assert!(
+            resources.contains(&document),
+            "kustomization lacks {document}"
+        );
+    }
+    assert_eq!(kustomization["generatorOptions"]["immutable"], true);
+    let generator = &kustomization["configMapGenerator"][0];
+    assert_eq!(generator["name"], "multus-wasm-plugins");
+    let files: Vec<&str> = generator["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    // The release plugins (the same profile `cargo xtask plugins` builds).
+    let built = BTreeMap::from([
+        ("plugins/macvlan.wasm", test_artifacts::MACVLAN),
+        ("plugins/host-local.wasm", test_artifacts::HOST_LOCAL),
+        ("plugins/static.wasm", test_artifacts::STATIC),
+    ]);
+    let mut total = 0u64;
+    for file in &files {
+        total += match built.get(file) {
+            Some(path) => std::fs::metadata(path).unwrap().len(),
+            None => {
+                assert_eq!(*file, "plugins/plugins.json");
+                400
+            }
+        };
+    }
+    assert_eq!(files.len(), built.len() + 1, "{files:?}");
+    assert!(
+        total < 1 << 20,
+        "the plugin ConfigMap holds {total} bytes, over 1 MiB"
+    );
+}

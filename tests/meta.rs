@@ -1,0 +1,766 @@
+//! The meta-plugin end to end (root): the real binary called as kubelet
+//! would, with a native cluster network (Debian's `ptp` with `host-local` on
+//! 10.244.0.0/24) and the seed NAD `macvlan-conf` run by the wasm plugins,
+//! pods and NADs served by the fake API server (or a manifest directory).
+//! Every test checks the kernel, the IPAM directories, the attachment cache
+//! and the pod's network-status, and that a failure leaves nothing behind.
+
+mod support;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use support::apiserver::FakeApiServer;
+use support::{Cni, CniOutput, Netns, Node, files, scratch, shipped_plugins};
+
+const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
+const NETWORK_STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
+const CLUSTER_NETWORK: &str = "ptp-cluster-name";
+const STATUS_PUT: &str = "PUT /api/v1/namespaces/default/pods/samplepod/status";
+
+fn seed_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/examples/seed")
+        .join(name)
+}
+
+/// The seed NAD's `spec.config`, parsed.
+fn seed_nad_config() -> Value {
+    let text = std::fs::read_to_string(seed_file("macvlan-conf.yaml")).expect("seed NAD");
+    let manifest: serde_yaml::Value = serde_yaml::from_str(&text).expect("seed NAD is YAML");
+    let config = manifest["spec"]["config"]
+        .as_str()
+        .expect("seed NAD has spec.config");
+    serde_json::from_str(config).expect("seed NAD config is JSON")
+}
+
+/// Names of the links of `netns`, sorted.
+fn links(netns: &Netns) -> Vec<String> {
+    let mut names: Vec<String> = netns
+        .ip_json(&["link", "show"])
+        .as_array()
+        .map(|links| {
+            links
+                .iter()
+                .filter_map(|link| link["ifname"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn mac_of(netns: &Netns, dev: &str) -> String {
+    netns.ip_json(&["link", "show", "dev", dev])[0]["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{dev} has no address"))
+        .to_string()
+}
+
+fn link_kind(netns: &Netns, dev: &str) -> Value {
+    netns.ip_json(&["-d", "link", "show", "dev", dev])[0]["linkinfo"]["info_kind"].clone()
+}
+
+/// `ip route` entries of `netns` for `dst` (IPv4), as (dev, gateway), in
+/// the kernel's order.
+fn routes_to(netns: &Netns, dst: &str) -> Vec<(String, String)> {
+    netns
+        .ip_json(&["-4", "route", "show", dst])
+        .as_array()
+        .map(|routes| {
+            routes
+                .iter()
+                .map(|route| {
+                    (
+                        route["dev"].as_str().unwrap_or_default().to_string(),
+                        route["gateway"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn error_message(output: &CniOutput) -> String {
+    assert_ne!(output.code, 0, "expected a failure, got {}", output.stdout);
+    output.json()["msg"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error JSON without msg: {}", output.stdout))
+        .to_string()
+}
+
+/// Where pods and NADs come from.
+enum Source {
+    Api(FakeApiServer),
+    Local,
+}
+
+/// One node (namespace with `ens3`), a scratch directory holding every
+/// directory of the host config, and the source of pods and NADs.
+struct Cluster {
+    // The server goes first, while the node's namespace still exists.
+    source: Source,
+    node: Node,
+    dir: tempfile::TempDir,
+    config: Value,
+}
+
+impl Cluster {
+    fn api() -> Cluster {
+        Self::new(true, "1.0.0")
+    }
+
+    fn local() -> Cluster {
+        Self::new(false, "1.0.0")
+    }
+
+    fn new(api: bool, cni_version: &str) -> Cluster {
+        let node = Node::new();
+        let dir = scratch();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("net.d")).expect("net.d");
+        std::fs::create_dir_all(root.join("manifests")).expect("manifests");
+        let cluster_network = root.join("net.d/10-ptp.conflist");
+        let conflist = json!({
+            "cniVersion": "1.0.0",
+            "name": CLUSTER_NETWORK,
+            "plugins": [{
+                "type": "ptp",
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "subnet": "10.244.0.0/24",
+                    "dataDir": root.join("cluster-ipam"),
+                    "routes": [{"dst": "0.0.0.0/0"}]
+                }
+            }]
+        });
+        std::fs::write(
+            &cluster_network,
+            serde_json::to_vec_pretty(&conflist).expect("json"),
+        )
+        .expect("write the cluster network");
+        let mut config = json!({
+            "cniVersion": cni_version,
+            "name": "multus-wasm-network",
+            "type": "multus-wasm",
+            "clusterNetwork": cluster_network,
+            "binDir": "/usr/lib/cni",
+            "cniDir": root.join("cni"),
+            "manifestDir": root.join("manifests"),
+            "wasmCacheDir": root.join("cache"),
+            "wasmPlugins": shipped_plugins(),
+            "logFile": root.join("multus-wasm.log"),
+            "logLevel": "debug",
+            "logToStderr": false
+        });
+        let source = if api {
+            // The binary runs in the node's namespace: so does the server.
+            let server = FakeApiServer::start_in_netns(&node.netns.path());
+            config["kubeconfig"] = json!(server.kubeconfig(root));
+            Source::Api(server)
+        } else {
+            Source::Local
+        };
+        Cluster {
+            source,
+            node,
+            dir,
+            config,
+        }
+    }
+
+    fn server(&self) -> &FakeApiServer {
+        match &self.source {
+            Source::Api(server) => server,
+            Source::Local => panic!("this cluster has no API server"),
+        }
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// The seed NAD's config with its host-local state under this scratch
+    /// directory.
+    fn seed_config(&self) -> Value {
+        let mut config = seed_nad_config();
+        config["ipam"]["dataDir"] = json!(self.path("ipam"));
+        config
+    }
+
+    /// Serve NAD `name` in `default` with `config`.
+    fn add_nad(&self, name: &str, config: &Value) {
+        match &self.source {
+            Source::Api(server) => server.add_nad("default", name, &config.to_string()),
+            Source::Local => {
+                let manifest = json!({
+                    "apiVersion": "k8s.cni.cncf.io/v1",
+                    "kind": "NetworkAttachmentDefinition",
+                    "metadata": {"name": name, "namespace": "default"},
+                    "spec": {"config": config.to_string()}
+                });
+                std::fs::write(
+                    self.path(&format!("manifests/{name}.yaml")),
+                    serde_yaml::to_string(&manifest).expect("yaml"),
+                )
+                .expect("write the NAD manifest");
+            }
+        }
+    }
+
+    /// Serve pod `default/samplepod` (uid `uid`) asking for `networks`.
+    fn add_pod(&self, uid: &str, networks: &str) {
+        self.server()
+            .add_pod("default", "samplepod", uid, json!({NETWORKS: networks}));
+    }
+
+    /// A CNI call for `samplepod` in `pod`, as kubelet makes it.
+    fn cni<'a>(&'a self, pod: &Netns, container_id: &str, uid: &str) -> Cni<'a> {
+        let mut cni = Cni::new(&self.node, pod, container_id);
+        cni.args = format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=samplepod;K8S_POD_INFRA_CONTAINER_ID={container_id};K8S_POD_UID={uid}"
+        );
+        cni
+    }
+
+    /// Every IPAM reservation, as `<network>/<ip>`, in both data dirs.
+    fn reservations(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for root in [self.path("ipam"), self.path("cluster-ipam")] {
+            for network in files(&root) {
+                for name in files(&root.join(&network)) {
+                    if name.parse::<IpAddr>().is_ok() {
+                        found.push(format!("{network}/{name}"));
+                    }
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    fn reservation(&self, network: &str, ip: &str) -> String {
+        let dir = if network == CLUSTER_NETWORK {
+            "cluster-ipam"
+        } else {
+            "ipam"
+        };
+        std::fs::read_to_string(self.path(&format!("{dir}/{network}/{ip}")))
+            .unwrap_or_else(|err| panic!("reservation {network}/{ip}: {err}"))
+    }
+
+    fn cache_files(&self) -> Vec<String> {
+        files(&self.path("cni/multus-wasm"))
+    }
+
+    /// The node holds only its own links (no ptp veth left).
+    fn assert_node_clean(&self) {
+        assert_eq!(
+            links(&self.node.netns),
+            vec!["ens3", "ens3-peer", "lo"],
+            "the node keeps only its own links"
+        );
+    }
+
+    /// Nothing of any pod is left: links, reservations, cache.
+    fn assert_nothing_left(&self, pod: &Netns, what: &str) {
+        assert_eq!(links(pod), vec!["lo"], "{what}: links left in the pod");
+        assert!(
+            self.reservations().is_empty(),
+            "{what}: reservations left: {:?}",
+            self.reservations()
+        );
+        assert!(
+            self.cache_files().is_empty(),
+            "{what}: cache left: {:?}",
+            self.cache_files()
+        );
+        self.assert_node_clean();
+    }
+
+    fn network_status_from_api(&self) -> Value {
+        let text = self
+            .server()
+            .pod_annotation("default", "samplepod", NETWORK_STATUS)
+            .expect("the pod has a network-status annotation");
+        serde_json::from_str(&text).expect("network-status is JSON")
+    }
+}
+
+/// The cluster network's part of an ADD: the returned result is ptp's (eth0
+/// in the pod, 10.244.0.x), and the pod has that address on eth0. Returns
+/// eth0's address without prefix.
+fn assert_cluster_result(pod: &Netns, result: &Value, version: &str) -> String {
+    assert_eq!(result["cniVersion"], version);
+    let interfaces = result["interfaces"].as_array().expect("interfaces");
+    let eth0 = interfaces
+        .iter()
+        .position(|interface| interface["name"] == "eth0")
+        .unwrap_or_else(|| panic!("no eth0 in the result: {result}"));
+    assert_eq!(interfaces[eth0]["sandbox"], pod.path());
+    assert_eq!(interfaces[eth0]["mac"], mac_of(pod, "eth0"));
+    assert!(
+        interfaces
+            .iter()
+            .all(|interface| !interface["name"].as_str().unwrap().starts_with("net")),
+        "the result is the cluster network's only: {result}"
+    );
+    let ips = result["ips"].as_array().expect("ips");
+    assert_eq!(ips.len(), 1, "{result}");
+    let address = ips[0]["address"].as_str().unwrap();
+    assert!(address.starts_with("10.244.0."), "{result}");
+    assert!(address.ends_with("/24"), "{result}");
+    assert_eq!(ips[0]["interface"], eth0);
+    assert_eq!(pod.addresses("eth0"), vec![address.to_string()]);
+    address.split('/').next().unwrap().to_string()
+}
+
+/// The network-status entry of the cluster network.
+fn cluster_entry(pod: &Netns, eth0_ip: &str) -> Value {
+    json!({
+        "name": CLUSTER_NETWORK,
+        "interface": "eth0",
+        "ips": [eth0_ip],
+        "mac": mac_of(pod, "eth0"),
+        "default": true,
+        "dns": {},
+        "gateway": ["10.244.0.1"]
+    })
+}
+
+/// The network-status entry of a seed macvlan attachment.
+fn macvlan_entry(pod: &Netns, ifname: &str, ip: &str) -> Value {
+    json!({
+        "name": "default/macvlan-conf",
+        "interface": ifname,
+        "ips": [ip],
+        "mac": mac_of(pod, ifname),
+        "dns": {},
+        "gateway": ["192.168.1.1"]
+    })
+}
+
+/// The seed scenario, the pods served by `serve_pod(index)` and their
+/// network-status read by `status(index)`.
+fn seed_scenario(
+    cluster: &Cluster,
+    serve_pod: impl Fn(usize, &str),
+    status: impl Fn(usize) -> Value,
+) {
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+
+    // samplepod-one: net1 192.168.1.200.
+    let uid = "5f9c1a2e-0001-4c6e-9a53-1d2f3e4a5b61";
+    serve_pod(0, uid);
+    let pod = Netns::new("mwp");
+    let cni = cluster.cni(&pod, "seed-one", uid);
+    let output = cni.call("ADD", &cluster.config);
+    output.ok();
+    let result = output.json();
+    let eth0_ip = assert_cluster_result(&pod, &result, "1.0.0");
+
+    assert_eq!(link_kind(&pod, "net1"), "macvlan");
+    assert_eq!(pod.addresses("net1"), vec!["192.168.1.200/24"]);
+    assert_eq!(
+        links(&pod),
+        vec!["eth0", "lo", "net1"],
+        "the pod has its cluster and its macvlan interface"
+    );
+    // Both networks ask for a default route and the annotation does not
+    // choose (no `default-route`): each is added beside the ones already
+    // there (NLM_F_CREATE without EXCL, as the reference plugins do), which
+    // the kernel puts first, so the pod's traffic now leaves through net1.
+    assert_eq!(
+        routes_to(&pod, "default"),
+        vec![
+            ("net1".to_string(), "192.168.1.1".to_string()),
+            ("eth0".to_string(), "10.244.0.1".to_string())
+        ]
+    );
+    let via = pod.ip_json(&["-4", "route", "get", "1.1.1.1"]);
+    assert_eq!(via[0]["dev"], "net1", "{via}");
+
+    assert_eq!(
+        status(0),
+        json!([
+            cluster_entry(&pod, &eth0_ip),
+            macvlan_entry(&pod, "net1", "192.168.1.200")
+        ])
+    );
+    assert_eq!(
+        cluster.reservations(),
+        vec![
+            "macvlan-conf/192.168.1.200".to_string(),
+            format!("{CLUSTER_NETWORK}/{eth0_ip}")
+        ]
+    );
+    assert_eq!(
+        cluster.reservation("macvlan-conf", "192.168.1.200"),
+        "seed-one\r\nnet1"
+    );
+    assert_eq!(
+        cluster.reservation(CLUSTER_NETWORK, &eth0_ip),
+        "seed-one\r\neth0"
+    );
+    assert_eq!(cluster.cache_files(), vec!["seed-one.json"]);
+    let cache = std::fs::metadata(cluster.path("cache")).expect("the host made its cache dir");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(cache.permissions().mode() & 0o777, 0o700);
+
+    cni.call("DEL", &cluster.config).ok();
+    cluster.assert_nothing_left(&pod, "after DEL of samplepod-one");
+    drop(pod);
+
+    // samplepod-two: net1 .201, net2 .202.
+    let uid = "5f9c1a2e-0002-4c6e-9a53-1d2f3e4a5b62";
+    serve_pod(1, uid);
+    let pod = Netns::new("mwp");
+    let cni = cluster.cni(&pod, "seed-two", uid);
+    let output = cni.call("ADD", &cluster.config);
+    output.ok();
+    let eth0_ip = assert_cluster_result(&pod, &output.json(), "1.0.0");
+    assert_eq!(links(&pod), vec!["eth0", "lo", "net1", "net2"]);
+    assert_eq!(pod.addresses("net1"), vec!["192.168.1.201/24"]);
+    assert_eq!(pod.addresses("net2"), vec!["192.168.1.202/24"]);
+    assert_eq!(link_kind(&pod, "net2"), "macvlan");
+    assert_eq!(
+        status(1),
+        json!([
+            cluster_entry(&pod, &eth0_ip),
+            macvlan_entry(&pod, "net1", "192.168.1.201"),
+            macvlan_entry(&pod, "net2", "192.168.1.202")
+        ])
+    );
+    assert_eq!(
+        cluster.reservation("macvlan-conf", "192.168.1.202"),
+        "seed-two\r\nnet2"
+    );
+    cni.call("DEL", &cluster.config).ok();
+    cluster.assert_nothing_left(&pod, "after DEL of samplepod-two");
+}
+
+#[test]
+fn seed_scenario_through_the_api_server() {
+    let cluster = Cluster::api();
+    let annotations = ["macvlan-conf", "macvlan-conf,macvlan-conf"];
+    seed_scenario(
+        &cluster,
+        |index, uid| cluster.add_pod(uid, annotations[index]),
+        |_| cluster.network_status_from_api(),
+    );
+}
+
+#[test]
+fn seed_scenario_through_the_manifest_directory() {
+    let cluster = Cluster::local();
+    let manifests = ["samplepod-one", "samplepod-two"];
+    let manifest_dir = cluster.path("manifests");
+    seed_scenario(
+        &cluster,
+        |index, _uid| {
+            for other in manifests {
+                let _ = std::fs::remove_file(manifest_dir.join(format!("{other}.yaml")));
+            }
+            let name = format!("{}.yaml", manifests[index]);
+            std::fs::copy(seed_file(&name), manifest_dir.join(&name)).expect("copy the seed pod");
+        },
+        |index| {
+            let path = manifest_dir.join(format!("{}.network-status.json", manifests[index]));
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+            serde_json::from_str(&text).expect("network-status is JSON")
+        },
+    );
+}
+
+#[test]
+fn a_conflicting_status_write_is_retried() {
+    let cluster = Cluster::api();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    cluster.add_pod("uid-conflict", "macvlan-conf");
+    cluster.server().force_status_conflicts(1);
+    let pod = Netns::new("mwp");
+    let cni = cluster.cni(&pod, "conflict", "uid-conflict");
+    cni.call("ADD", &cluster.config).ok();
+    let status = cluster.network_status_from_api();
+    assert_eq!(status[1]["interface"], "net1", "{status}");
+    assert_eq!(status[1]["ips"], json!(["192.168.1.200"]));
+    let puts = cluster
+        .server()
+        .requests()
+        .iter()
+        .filter(|request| *request == STATUS_PUT)
+        .count();
+    assert_eq!(puts, 2, "{:?}", cluster.server().requests());
+    cni.call("DEL", &cluster.config).ok();
+    cluster.assert_nothing_left(&pod, "after DEL");
+}
+
+#[test]
+fn a_status_write_that_keeps_conflicting_fails_the_add_and_rolls_back() {
+    let cluster = Cluster::api();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    cluster.add_pod("uid-conflict", "macvlan-conf");
+    cluster.server().force_status_conflicts(1000);
+    let pod = Netns::new("mwp");
+    let output = cluster
+        .cni(&pod, "conflicts", "uid-conflict")
+        .call("ADD", &cluster.config);
+    assert_eq!(output.error_code(), 11, "{}", output.stdout);
+    assert!(
+        error_message(&output).contains("network-status"),
+        "{}",
+        output.stdout
+    );
+    assert!(
+        cluster
+            .server()
+            .pod_annotation("default", "samplepod", NETWORK_STATUS)
+            .is_none()
+    );
+    cluster.assert_nothing_left(&pod, "after the failed ADD");
+}
+
+#[test]
+fn a_missing_nad_fails_the_add_naming_it_and_attaches_nothing() {
+    let cluster = Cluster::api();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    for (networks, nad, namespace) in [
+        ("missing-net", "missing-net", "default"),
+        ("kube-public/macvlan-conf", "macvlan-conf", "kube-public"),
+    ] {
+        cluster.add_pod("uid-missing", networks);
+        let pod = Netns::new("mwp");
+        let output = cluster
+            .cni(&pod, "missing", "uid-missing")
+            .call("ADD", &cluster.config);
+        let message = error_message(&output);
+        assert!(
+            message.contains(nad) && message.contains(namespace),
+            "the error names the NAD {nad} and its namespace {namespace}: {message}"
+        );
+        cluster.assert_nothing_left(&pod, networks);
+        assert!(
+            cluster
+                .server()
+                .pod_annotation("default", "samplepod", NETWORK_STATUS)
+                .is_none()
+        );
+    }
+}
+
+#[test]
+fn del_works_from_the_cache_with_the_api_server_down() {
+    let cluster = Cluster::api();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    cluster.add_pod("uid-down", "macvlan-conf");
+    let pod = Netns::new("mwp");
+    let cni = cluster.cni(&pod, "down", "uid-down");
+    cni.call("ADD", &cluster.config).ok();
+    assert_eq!(links(&pod), vec!["eth0", "lo", "net1"]);
+    assert_eq!(cluster.reservations().len(), 2);
+
+    cluster.server().stop();
+    let served = cluster.server().requests().len();
+    cni.call("DEL", &cluster.config).ok();
+    cluster.assert_nothing_left(&pod, "after DEL with the API down");
+
+    // No cache and no API: nothing to do, and DEL still succeeds.
+    let fresh = Netns::new("mwp");
+    cluster
+        .cni(&fresh, "never-added", "uid-down")
+        .call("DEL", &cluster.config)
+        .ok();
+    cluster.assert_nothing_left(&fresh, "after DEL of a container never added");
+
+    // ADD cannot go on without the pod: it fails as retriable, attaching nothing.
+    let output = cluster
+        .cni(&fresh, "down-add", "uid-down")
+        .call("ADD", &cluster.config);
+    assert_eq!(output.error_code(), 11, "{}", output.stdout);
+    cluster.assert_nothing_left(&fresh, "after ADD with the API down");
+    assert_eq!(
+        cluster.server().requests().len(),
+        served,
+        "nothing reached the stopped server"
+    );
+}
+
+#[test]
+fn a_failure_in_the_second_attachment_rolls_back_the_first() {
+    let cluster = Cluster::api();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    let mut bad = cluster.seed_config();
+    bad["master"] = json!("nosuchdev0");
+    cluster.add_nad("bad-conf", &bad);
+    cluster.add_pod("uid-bad", "macvlan-conf,bad-conf");
+    let pod = Netns::new("mwp");
+    let output = cluster
+        .cni(&pod, "bad", "uid-bad")
+        .call("ADD", &cluster.config);
+    let message = error_message(&output);
+    assert!(message.contains("bad-conf"), "{message}");
+    assert!(message.contains("nosuchdev0"), "{message}");
+    cluster.assert_nothing_left(&pod, "after the failed ADD");
+    assert!(
+        cluster
+            .server()
+            .pod_annotation("default", "samplepod", NETWORK_STATUS)
+            .is_none()
+    );
+
+    // The addresses were released, not just unlinked: the next pod gets .200.
+    cluster.add_pod("uid-good", "macvlan-conf");
+    let next = Netns::new("mwp");
+    let cni = cluster.cni(&next, "good", "uid-good");
+    cni.call("ADD", &cluster.config).ok();
+    assert_eq!(next.addresses("net1"), vec!["192.168.1.201/24"]);
+    cni.call("DEL", &cluster.config).ok();
+    cluster.assert_nothing_left(&next, "after DEL");
+}
+
+#[test]
+fn the_json_annotation_sets_interface_ip_and_mac() {
+    let cluster = Cluster::api();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    cluster.add_pod(
+        "uid-json",
+        r#"[{"name":"macvlan-conf","interface":"data0","ips":["192.168.1.210"],"mac":"c2:11:22:33:44:55"}]"#,
+    );
+    let pod = Netns::new("mwp");
+    let cni = cluster.cni(&pod, "json", "uid-json");
+    let output = cni.call("ADD", &cluster.config);
+    output.ok();
+    let eth0_ip = assert_cluster_result(&pod, &output.json(), "1.0.0");
+    assert_eq!(links(&pod), vec!["data0", "eth0", "lo"]);
+    assert_eq!(link_kind(&pod, "data0"), "macvlan");
+    assert_eq!(pod.addresses("data0"), vec!["192.168.1.210/24"]);
+    assert_eq!(mac_of(&pod, "data0"), "c2:11:22:33:44:55");
+    assert_eq!(
+        cluster.reservation("macvlan-conf", "192.168.1.210"),
+        "json\r\ndata0"
+    );
+    assert_eq!(
+        cluster.network_status_from_api(),
+        json!([
+            cluster_entry(&pod, &eth0_ip),
+            {
+                "name": "default/macvlan-conf",
+                "interface": "data0",
+                "ips": ["192.168.1.210"],
+                "mac": "c2:11:22:33:44:55",
+                "dns": {},
+                "gateway": ["192.168.1.1"]
+            }
+        ])
+    );
+    cni.call("DEL", &cluster.config).ok();
+    cluster.assert_nothing_left(&pod, "after DEL");
+}
+
+#[test]
+fn an_interface_name_already_taken_fails_the_add_and_attaches_nothing() {
+    let cluster = Cluster::api();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+
+    // The annotation asks for the cluster network's own eth0.
+    cluster.add_pod("uid-taken", "macvlan-conf@eth0");
+    let pod = Netns::new("mwp");
+    let output = cluster
+        .cni(&pod, "taken", "uid-taken")
+        .call("ADD", &cluster.config);
+    let message = error_message(&output);
+    assert!(message.contains("eth0"), "{message}");
+    cluster.assert_nothing_left(&pod, "eth0 asked twice");
+
+    // net1 already exists in the pod: it is refused and left alone.
+    cluster.add_pod("uid-taken", "macvlan-conf");
+    let pod = Netns::new("mwp");
+    pod.ip(&[
+        "link", "add", "net1", "type", "veth", "peer", "name", "peer1",
+    ]);
+    let output = cluster
+        .cni(&pod, "taken", "uid-taken")
+        .call("ADD", &cluster.config);
+    let message = error_message(&output);
+    assert!(
+        message.contains("net1") && message.contains("already exists"),
+        "{message}"
+    );
+    assert_eq!(links(&pod), vec!["lo", "net1", "peer1"]);
+    assert_eq!(
+        link_kind(&pod, "net1"),
+        "veth",
+        "the pod's own net1 is kept"
+    );
+    assert!(
+        cluster.reservations().is_empty(),
+        "{:?}",
+        cluster.reservations()
+    );
+    assert!(cluster.cache_files().is_empty());
+    cluster.assert_node_clean();
+}
+
+#[test]
+fn check_after_add_and_gc_of_pods_no_longer_listed() {
+    let cluster = Cluster::new(true, "1.1.0");
+    let mut nad = cluster.seed_config();
+    nad["cniVersion"] = json!("1.0.0");
+    cluster.add_nad("macvlan-conf", &nad);
+    cluster.add_pod("uid-gc", "macvlan-conf");
+    let kept = Netns::new("mwp");
+    let gone = Netns::new("mwp");
+    let keep_cni = cluster.cni(&kept, "gc-kept", "uid-gc");
+    let gone_cni = cluster.cni(&gone, "gc-gone", "uid-gc");
+    keep_cni.call("ADD", &cluster.config).ok();
+    gone_cni.call("ADD", &cluster.config).ok();
+    assert_eq!(kept.addresses("net1"), vec!["192.168.1.200/24"]);
+    assert_eq!(gone.addresses("net1"), vec!["192.168.1.201/24"]);
+
+    keep_cni.call("CHECK", &cluster.config).ok();
+    gone_cni.call("CHECK", &cluster.config).ok();
+
+    let kept_eth0 = kept.addresses("eth0")[0]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut gc = cluster.config.clone();
+    gc["cni.dev/valid-attachments"] = json!([
+        {"containerID": "gc-kept", "ifname": "eth0"},
+        {"containerID": "gc-kept", "ifname": "net1"}
+    ]);
+    let mut gc_cni = cluster.cni(&kept, "", "");
+    gc_cni.netns = String::new();
+    gc_cni.ifname = String::new();
+    gc_cni.args = String::new();
+    gc_cni.call("GC", &gc).ok();
+
+    assert_eq!(
+        links(&gone),
+        vec!["lo"],
+        "GC deleted the unlisted pod's links"
+    );
+    assert_eq!(links(&kept), vec!["eth0", "lo", "net1"]);
+    assert_eq!(
+        cluster.reservations(),
+        vec![
+            "macvlan-conf/192.168.1.200".to_string(),
+            format!("{CLUSTER_NETWORK}/{kept_eth0}")
+        ]
+    );
+    assert_eq!(cluster.cache_files(), vec!["gc-kept.json"]);
+    keep_cni.call("CHECK", &cluster.config).ok();
+
+    // CHECK notices a missing attachment.
+    kept.ip(&["link", "del", "net1"]);
+    let output = keep_cni.call("CHECK", &cluster.config);
+    let message = error_message(&output);
+    assert!(message.contains("net1"), "{message}");
+
+    keep_cni.call("DEL", &cluster.config).ok();
+    cluster.assert_nothing_left(&kept, "after DEL");
+}
