@@ -17,6 +17,7 @@ const GUESTS: &[(&str, bool)] = &[
     ("hostile", true),
     ("bad-import", false),
     ("abi-future", false),
+    ("fixed-route", false),
 ];
 
 /// Directories whose contents feed the guests.
@@ -26,6 +27,7 @@ const INPUTS: &[&str] = &[
     "plugins-wasm/host-local",
     "plugins-wasm/static",
     "tests/guests",
+    "examples",
     "Cargo.toml",
     "Cargo.lock",
 ];
