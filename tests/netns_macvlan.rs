@@ -78,6 +78,11 @@ fn the_seed_netconf_gives_net1_with_the_first_address_and_del_removes_it() {
 
     cni.call("DEL", &config).ok();
     assert!(!pod.has_link("net1"), "DEL removes the link");
+    let log = std::fs::read_to_string(dir.path().join("multus-wasm.log")).unwrap();
+    assert!(
+        log.contains("batch delete of the pod's wasm links deleted=true"),
+        "{log}"
+    );
     assert_eq!(reservations(&data, "macvlan-conf"), vec!["192.168.1.201"]);
     assert!(
         files(&dir.path().join("cni/multus-wasm"))

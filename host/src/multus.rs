@@ -519,6 +519,22 @@ impl<'a> Call<'a> {
                 }
             },
         };
+        // Tear down every wasm-created link of the pod in one kernel batch
+        // first; the per-attachment DELs then find them gone and release
+        // their IPAM.
+        if self.node.has_netns() {
+            match self
+                .node
+                .handles()
+                .map(|handles| executor::delete_link_group(&handles))
+            {
+                Ok(Ok(deleted)) => tracing::debug!(deleted, "batch delete of the pod's wasm links"),
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "batch delete failed; deleting link by link")
+                }
+                Err(err) => tracing::warn!(error = %err, "no netlink handles for the batch delete"),
+            }
+        }
         let mut errors = Vec::new();
         for cached in record.attachments.iter().rev() {
             let result = cached.parsed_result();

@@ -13,13 +13,19 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use ipnet::IpNet;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::MacVlanMode as NlMacVlanMode;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage, MacVlanMode as NlMacVlanMode};
 use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol, RouteScope as NlRouteScope};
 use rtnetlink::{Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
 
 use super::handles::{Handles, NetnsFile};
 use super::op::{AddRoute, CreateMacvlan, MacAddr, MacvlanMode, Op, RouteScope};
 use super::query::{self, errno_of, is_no_such_device, libc_errno};
+
+/// The interface group of every link a plan creates. A pod's DEL deletes
+/// them all with one RTM_DELLINK for the group: the kernel then tears them
+/// down in one batch (one RCU grace period, ~18 ms here) instead of one per
+/// link.
+pub const WASM_LINK_GROUP: u32 = 0x6d77_6173;
 
 /// Set to an op index to make the executor fail just before applying that
 /// op (a test hook for the rollback suites; never set in production).
@@ -451,7 +457,8 @@ impl<'a> Executor<'a> {
                     create.master
                 )
             })?;
-        let mut builder = LinkMacVlan::new(&create.name, master.index, nl_mode(create.mode));
+        let mut builder = LinkMacVlan::new(&create.name, master.index, nl_mode(create.mode))
+            .append_extra_attribute(LinkAttribute::Group(WASM_LINK_GROUP));
         if let Some(mtu) = create.mtu.filter(|mtu| *mtu > 0) {
             builder = builder.mtu(mtu);
         }
@@ -717,6 +724,26 @@ pub fn add_default_route(handles: &Handles, ifname: &str, gateway: IpAddr) -> Re
             )),
         }
     })
+}
+
+/// Delete every link of [`WASM_LINK_GROUP`] in the pod with one request;
+/// returns whether there were any.
+pub fn delete_link_group(handles: &Handles) -> Result<bool, String> {
+    let Some(handle) = handles.sandbox.as_ref() else {
+        return Ok(false);
+    };
+    let mut message = LinkMessage::default();
+    message
+        .attributes
+        .push(LinkAttribute::Group(WASM_LINK_GROUP));
+    match handles
+        .runtime
+        .block_on(handle.link().del_with_message(message).execute())
+    {
+        Ok(()) => Ok(true),
+        Err(err) if is_no_such_device(&err) => Ok(false),
+        Err(err) => Err(format!("deleting the pod's wasm-created links: {err}")),
+    }
 }
 
 /// Whether a link of this name exists in the pod.
