@@ -14,6 +14,7 @@ use crate::multus::Call;
 
 /// Run one CNI command from the process environment; returns the exit code.
 pub fn main() -> i32 {
+    let started = std::time::Instant::now();
     let mut stdin = Vec::new();
     if let Err(err) = std::io::stdin().read_to_end(&mut stdin) {
         let error = CniError::io_failure(format!("failed to read stdin: {err}"));
@@ -23,6 +24,11 @@ pub fn main() -> i32 {
     let (output, code) = run(std::env::vars(), &stdin);
     if !output.is_empty() {
         println!("{output}");
+    }
+    if std::env::var_os(crate::timing::ENV).is_some() {
+        let mut report = crate::timing::report();
+        report["total"] = serde_json::json!(started.elapsed().as_micros() as u64);
+        eprintln!("{report}");
     }
     code
 }
@@ -47,6 +53,7 @@ fn dispatch(
     if env.command == CniCommand::Version {
         return Ok(version_output(requested_version(stdin).as_deref()));
     }
+    let parse_span = crate::timing::span("config");
     let parsed =
         MultusConfig::parse(stdin).map_err(|err| CniError::new(err.cni_code(), err.to_string()))?;
     let config = parsed.config;
@@ -58,6 +65,7 @@ fn dispatch(
     let stdin_value: serde_json::Value = serde_json::from_slice(stdin).map_err(|err| {
         CniError::decoding_failure(format!("error decoding network config: {err}"))
     })?;
+    drop(parse_span);
     tracing::info!(command = %env.command, container = ?env.container_id, netns = ?env.netns, ifname = ?env.ifname, "CNI call");
 
     let runtime = Arc::new(

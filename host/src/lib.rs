@@ -17,3 +17,4 @@ pub mod resolv;
 pub mod sandbox;
 pub mod status;
 pub mod store;
+pub mod timing;

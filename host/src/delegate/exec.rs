@@ -50,6 +50,7 @@ pub fn exec_plugin(
     config: &Value,
     context: &ExecContext<'_>,
 ) -> Result<Option<CniResult>, CniError> {
+    let _span = crate::timing::span("exec-delegate");
     let stdin = serde_json::to_vec(config).map_err(|err| {
         CniError::internal(format!("encoding config for {}: {err}", binary.display()))
     })?;

@@ -172,6 +172,7 @@ impl<'a> Node<'a> {
         if let Some(handles) = self.handles.borrow().as_ref() {
             return Ok(handles.clone());
         }
+        let _span = crate::timing::span("netlink");
         let handles = Handles::open(self.runtime.clone(), self.netns.as_ref())
             .map_err(|err| CniError::internal(err.to_string()))?;
         *self.handles.borrow_mut() = Some(handles.clone());
@@ -198,6 +199,7 @@ impl<'a> Node<'a> {
         if let Some(plugin) = self.plugins.borrow().get(plugin_type) {
             return Ok(Some(plugin.clone()));
         }
+        let _span = crate::timing::span("plugin-load");
         let sandbox = self.sandbox()?;
         let plugin =
             Rc::new(sandbox.load(plugin_type, &registered.path, Some(&registered.sha256))?);

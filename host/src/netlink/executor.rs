@@ -176,6 +176,7 @@ impl<'a> Executor<'a> {
     /// reverse before the error is returned; on success the journal is
     /// returned so the caller can still undo (a later attachment failed).
     pub fn apply(&self, ops: &[Op]) -> Result<Journal, ApplyError> {
+        let _span = crate::timing::span("netlink");
         let runtime = self.handles.runtime.clone();
         runtime.block_on(async {
             let mut journal = Journal::default();
@@ -643,6 +644,7 @@ pub fn write_sysctl(netns: BorrowedFd<'_>, key: &str, value: &str) -> Result<Str
 
 /// The MAC of `name` in the pod, for filling results from the kernel.
 pub fn link_mac(handles: &Handles, name: &str) -> Option<MacAddr> {
+    let _span = crate::timing::span("netlink");
     let handle = handles.sandbox.as_ref()?;
     handles
         .runtime
@@ -729,6 +731,7 @@ pub fn add_default_route(handles: &Handles, ifname: &str, gateway: IpAddr) -> Re
 /// Delete every link of [`WASM_LINK_GROUP`] in the pod with one request;
 /// returns whether there were any.
 pub fn delete_link_group(handles: &Handles) -> Result<bool, String> {
+    let _span = crate::timing::span("netlink");
     let Some(handle) = handles.sandbox.as_ref() else {
         return Ok(false);
     };

@@ -556,6 +556,7 @@ impl Sandbox {
         request: &PluginRequest,
     ) -> Result<(Plan, CallStats), SandboxError> {
         self.expect_world(plugin, World::Delegate)?;
+        let _span = crate::timing::span("guest-call");
         let mut store = self.new_store(plugin, links, None);
         let started = Instant::now();
         let pre = bindings::delegate::DelegatePluginPre::new(plugin.pre.clone())
@@ -591,6 +592,7 @@ impl Sandbox {
         request: &PluginRequest,
     ) -> Result<(Option<CniResult>, CallStats), SandboxError> {
         self.expect_world(plugin, World::Ipam)?;
+        let _span = crate::timing::span("guest-call");
         let mut store = self.new_store(plugin, links, Some(ipam_store));
         let started = Instant::now();
         let pre = bindings::ipam::IpamPluginPre::new(plugin.pre.clone())

@@ -125,6 +125,7 @@ impl AttachmentCache {
 
     /// Write `record` atomically (0600, in a 0700 directory).
     pub fn save(&self, record: &ContainerRecord) -> Result<(), CacheError> {
+        let _span = crate::timing::span("cache-write");
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -170,6 +171,7 @@ impl AttachmentCache {
 
     /// Remove the record of `container_id` (absent is fine).
     pub fn remove(&self, container_id: &str) -> Result<(), CacheError> {
+        let _span = crate::timing::span("cache-write");
         let path = self.path(container_id);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
