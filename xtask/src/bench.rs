@@ -149,6 +149,7 @@ struct Run {
     max_rss_kib: i64,
     ok: bool,
     stdout: String,
+    stderr: String,
 }
 
 fn timed(program: &Path, args: &[&str], env: &[(&str, String)], stdin: &[u8]) -> Result<Run> {
@@ -160,7 +161,7 @@ fn timed(program: &Path, args: &[&str], env: &[(&str, String)], stdin: &[u8]) ->
         .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|err| format!("{}: {err}", program.display()))?;
     child
@@ -171,6 +172,9 @@ fn timed(program: &Path, args: &[&str], env: &[(&str, String)], stdin: &[u8]) ->
         .map_err(|err| err.to_string())?;
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().expect("piped"), &mut stdout)
+        .map_err(|err| err.to_string())?;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
         .map_err(|err| err.to_string())?;
     let mut status = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child.
@@ -187,6 +191,7 @@ fn timed(program: &Path, args: &[&str], env: &[(&str, String)], stdin: &[u8]) ->
         max_rss_kib: usage.ru_maxrss,
         ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         stdout,
+        stderr,
     })
 }
 
@@ -351,8 +356,378 @@ pub fn inner(args: &[String]) -> Result<()> {
             "",
             "ours <= 15 MiB"
         );
+        breakdown(&binary, &env, &ours_stdin, iterations)?;
         Ok(())
     })();
     let _ = util::output(Command::new("ip").args(["netns", "del", pod]));
-    outcome
+    outcome?;
+    let setup = Setup {
+        binary: &binary,
+        scratch: &scratch,
+        wasm_plugins: &ours_config["wasmPlugins"],
+    };
+    two_network_pod(&setup, iterations)?;
+    cold_vs_warm(&setup, &netconf(&scratch.join("cold-ipam")))?;
+    for pods in [1, 8, 32, 64] {
+        scale(&setup, pods)?;
+    }
+    Ok(())
+}
+
+struct Setup<'a> {
+    binary: &'a Path,
+    scratch: &'a Path,
+    wasm_plugins: &'a Value,
+}
+
+/// Where one ADD and one DEL spend their time (MULTUS_WASM_TIMINGS spans).
+fn breakdown(
+    binary: &Path,
+    env: &dyn Fn(&str, &str) -> Vec<(&'static str, String)>,
+    stdin: &[u8],
+    iterations: usize,
+) -> Result<()> {
+    let mut spans: std::collections::BTreeMap<(String, String), Vec<Duration>> = Default::default();
+    for iteration in 0..iterations.min(20) {
+        let id = format!("breakdown-{iteration}");
+        for command in ["ADD", "DEL"] {
+            let mut env = env(command, &id);
+            env.push(("MULTUS_WASM_TIMINGS", "1".into()));
+            let run = timed(binary, &[], &env, stdin)?;
+            let report: Value = run
+                .stderr
+                .lines()
+                .rev()
+                .find_map(|line| serde_json::from_str(line).ok())
+                .ok_or_else(|| format!("no timing report: {}", run.stderr))?;
+            for (name, micros) in report.as_object().into_iter().flatten() {
+                spans
+                    .entry((command.to_string(), name.clone()))
+                    .or_default()
+                    .push(Duration::from_micros(micros.as_u64().unwrap_or(0)));
+            }
+        }
+    }
+    println!("\n== inside one call (medians; 'total' is in-process, process start excluded) ==");
+    for ((command, name), samples) in &mut spans {
+        println!("{command:<4} {name:<14} {:>8.3} ms", ms(median(samples)));
+    }
+    Ok(())
+}
+
+fn node_env(
+    command: &str,
+    id: &str,
+    netns: &str,
+    ifname: &str,
+    args: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("CNI_COMMAND", command.to_string()),
+        ("CNI_CONTAINERID", id.to_string()),
+        ("CNI_NETNS", netns.to_string()),
+        ("CNI_IFNAME", ifname.to_string()),
+        ("CNI_PATH", "/usr/lib/cni".to_string()),
+        ("CNI_ARGS", args.to_string()),
+    ]
+}
+
+struct Netns(String);
+
+impl Netns {
+    fn new(name: &str) -> Result<Netns> {
+        let _ = util::output(Command::new("ip").args(["netns", "del", name]));
+        util::output(Command::new("ip").args(["netns", "add", name]))?;
+        Ok(Netns(name.to_string()))
+    }
+
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.0)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = util::output(Command::new("ip").args(["netns", "del", &self.0]));
+    }
+}
+
+/// The seed's two-network pod (ptp cluster network + two macvlan
+/// attachments from the local manifests), ADD then DEL: our one call each
+/// vs the same delegates run one by one through the reference binaries.
+fn two_network_pod(setup: &Setup<'_>, iterations: usize) -> Result<()> {
+    let dir = setup.scratch.join("two-network");
+    std::fs::create_dir_all(dir.join("manifests")).map_err(|err| err.to_string())?;
+    let macvlan = |data_dir: &Path| {
+        json!({"cniVersion": "1.0.0", "name": "macvlan-conf", "type": "macvlan", "master": "ens3", "mode": "bridge",
+               "ipam": {"type": "host-local", "subnet": "192.168.1.0/24", "rangeStart": "192.168.1.200",
+                        "rangeEnd": "192.168.1.216", "routes": [{"dst": "0.0.0.0/0"}], "gateway": "192.168.1.1",
+                        "dataDir": data_dir}})
+    };
+    let ptp = |data_dir: &Path| {
+        json!({"cniVersion": "1.0.0", "name": "ptp-cluster", "plugins": [{"type": "ptp", "ipMasq": false,
+               "ipam": {"type": "host-local", "subnet": "10.244.0.0/24", "dataDir": data_dir}}]})
+    };
+    let cluster = dir.join("10-ptp.conflist");
+    write_json(&cluster, &ptp(&dir.join("ours-cluster-ipam")))?;
+    let nad = format!(
+        "apiVersion: k8s.cni.cncf.io/v1\nkind: NetworkAttachmentDefinition\nmetadata:\n  name: macvlan-conf\n  namespace: default\nspec:\n  config: '{}'\n",
+        macvlan(&dir.join("ours-ipam"))
+    );
+    std::fs::write(dir.join("manifests/nad.yaml"), nad).map_err(|err| err.to_string())?;
+    std::fs::write(
+        dir.join("manifests/pod.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: samplepod\n  namespace: default\n  annotations:\n    k8s.v1.cni.cncf.io/networks: macvlan-conf,macvlan-conf\n",
+    )
+    .map_err(|err| err.to_string())?;
+    let config = serde_json::to_vec(&json!({
+        "cniVersion": "1.0.0", "name": "multus-wasm-bench", "type": "multus-wasm",
+        "clusterNetwork": cluster, "binDir": "/usr/lib/cni", "cniDir": dir.join("cni"),
+        "wasmCacheDir": setup.scratch.join("cache"), "manifestDir": dir.join("manifests"),
+        "wasmPlugins": setup.wasm_plugins, "logLevel": "error", "logToStderr": false
+    }))
+    .expect("json");
+    // The reference side: ptp as the runtime would call it (libcni injects
+    // name and cniVersion into the list's plugin), then macvlan twice.
+    let mut ptp_plugin = ptp(&dir.join("ref-cluster-ipam"))["plugins"][0].clone();
+    ptp_plugin["name"] = json!("ptp-cluster");
+    ptp_plugin["cniVersion"] = json!("1.0.0");
+    let ptp_stdin = serde_json::to_vec(&ptp_plugin).expect("json");
+    let macvlan_stdin = serde_json::to_vec(&macvlan(&dir.join("ref-ipam"))).expect("json");
+    let args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=samplepod";
+    let (mut ours, mut reference) = (Vec::new(), Vec::new());
+    for iteration in 0..iterations.min(20) {
+        let pod = Netns::new("mwbench-pod2")?;
+        let id = format!("two-{iteration}");
+        let started = Instant::now();
+        let add = timed(
+            setup.binary,
+            &[],
+            &node_env("ADD", &id, &pod.path(), "eth0", args),
+            &config,
+        )?;
+        if !add.ok {
+            return Err(format!("our two-network ADD failed: {}", add.stdout));
+        }
+        let del = timed(
+            setup.binary,
+            &[],
+            &node_env("DEL", &id, &pod.path(), "eth0", args),
+            &config,
+        )?;
+        if !del.ok {
+            return Err(format!("our two-network DEL failed: {}", del.stdout));
+        }
+        ours.push(started.elapsed());
+        drop(pod);
+        let pod = Netns::new("mwbench-pod2")?;
+        let ptp_bin = Path::new("/usr/lib/cni/ptp");
+        let macvlan_bin = Path::new("/usr/lib/cni/macvlan");
+        let started = Instant::now();
+        for (binary, stdin, ifname) in [
+            (ptp_bin, &ptp_stdin, "eth0"),
+            (macvlan_bin, &macvlan_stdin, "net1"),
+            (macvlan_bin, &macvlan_stdin, "net2"),
+        ] {
+            let run = timed(
+                binary,
+                &[],
+                &node_env("ADD", &id, &pod.path(), ifname, "IgnoreUnknown=1"),
+                stdin,
+            )?;
+            if !run.ok {
+                return Err(format!(
+                    "reference {} ADD failed: {}",
+                    binary.display(),
+                    run.stdout
+                ));
+            }
+        }
+        for (binary, stdin, ifname) in [
+            (macvlan_bin, &macvlan_stdin, "net2"),
+            (macvlan_bin, &macvlan_stdin, "net1"),
+            (ptp_bin, &ptp_stdin, "eth0"),
+        ] {
+            timed(
+                binary,
+                &[],
+                &node_env("DEL", &id, &pod.path(), ifname, "IgnoreUnknown=1"),
+                stdin,
+            )?;
+        }
+        reference.push(started.elapsed());
+    }
+    let (ours, reference) = (median(&mut ours), median(&mut reference));
+    println!(
+        "\n== the seed's two-network pod: ptp cluster network + 2 macvlan, ADD + DEL, medians =="
+    );
+    println!(
+        "whole lifecycle: ours {:.2} ms, delegates through the reference binaries {:.2} ms: {:.1}x (target >= 2x)",
+        ms(ours),
+        ms(reference),
+        ms(reference) / ms(ours)
+    );
+    Ok(())
+}
+
+/// The first call after the plugins change (a cache miss: compile) vs the
+/// calls after it.
+fn cold_vs_warm(setup: &Setup<'_>, netconf: &Value) -> Result<()> {
+    let pod = Netns::new("mwbench-pod3")?;
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    let mut compiled_on_warm = 0;
+    for round in 0..3 {
+        let cache = setup.scratch.join(format!("cold-cache-{round}"));
+        let config = serde_json::to_vec(&json!({
+            "cniVersion": "1.0.0", "name": "cold", "type": "multus-wasm", "delegates": [netconf],
+            "binDir": "/usr/lib/cni", "cniDir": setup.scratch.join("cold-cni"), "wasmCacheDir": cache,
+            "manifestDir": setup.scratch.join("none"), "wasmPlugins": setup.wasm_plugins, "logLevel": "error"
+        }))
+        .expect("json");
+        for call in 0..4 {
+            let id = format!("cold-{round}-{call}");
+            let mut env = node_env("ADD", &id, &pod.path(), "net1", "IgnoreUnknown=1");
+            env.push(("MULTUS_WASM_TIMINGS", "1".into()));
+            let add = timed(setup.binary, &[], &env, &config)?;
+            if !add.ok {
+                return Err(format!("ADD failed: {}", add.stdout));
+            }
+            timed(
+                setup.binary,
+                &[],
+                &node_env("DEL", &id, &pod.path(), "net1", "IgnoreUnknown=1"),
+                &config,
+            )?;
+            if call == 0 {
+                cold.push(add.elapsed);
+            } else {
+                warm.push(add.elapsed);
+                let plugin_load: u64 = add
+                    .stderr
+                    .lines()
+                    .rev()
+                    .find_map(|line| serde_json::from_str::<Value>(line).ok())
+                    .and_then(|report| report["plugin-load"].as_u64())
+                    .unwrap_or(0);
+                // A warm load takes well under 50 ms; a compile takes hundreds.
+                if plugin_load > 50_000 {
+                    compiled_on_warm += 1;
+                }
+            }
+        }
+    }
+    println!("\n== cold vs warm (ADD, one attachment) ==");
+    println!(
+        "first call after the plugins change (compiles both): {:.1} ms; later calls: {:.2} ms; later calls that compiled: {compiled_on_warm}",
+        ms(median(&mut cold)),
+        ms(median(&mut warm))
+    );
+    Ok(())
+}
+
+fn percentile(samples: &mut [Duration], fraction: f64) -> Duration {
+    samples.sort();
+    let index = ((samples.len() as f64 - 1.0) * fraction).round() as usize;
+    samples[index]
+}
+
+/// `pods` concurrent ADDs on one network, then `pods` concurrent DELs:
+/// ours vs the reference, total time, per-call p50/p99, distinct IPs.
+fn scale(setup: &Setup<'_>, pods: usize) -> Result<()> {
+    let netconf = |data_dir: &Path| {
+        json!({"cniVersion": "1.0.0", "name": "scale-net", "type": "macvlan", "master": "ens3",
+               "ipam": {"type": "host-local", "subnet": "10.40.0.0/16", "dataDir": data_dir}})
+    };
+    let ours = serde_json::to_vec(&json!({
+        "cniVersion": "1.0.0", "name": "scale", "type": "multus-wasm",
+        "delegates": [netconf(&setup.scratch.join(format!("scale-ours-{pods}")))],
+        "binDir": "/usr/lib/cni", "cniDir": setup.scratch.join("scale-cni"), "wasmCacheDir": setup.scratch.join("cache"),
+        "manifestDir": setup.scratch.join("none"), "wasmPlugins": setup.wasm_plugins, "logLevel": "error"
+    }))
+    .expect("json");
+    let reference = serde_json::to_vec(&netconf(&setup.scratch.join(format!("scale-ref-{pods}"))))
+        .expect("json");
+    let netns: Vec<Netns> = (0..pods)
+        .map(|index| Netns::new(&format!("mwbench-s{index}")))
+        .collect::<Result<_>>()?;
+    let mut lines = Vec::new();
+    for (label, program, stdin) in [
+        ("ours", setup.binary, &ours),
+        ("reference", Path::new("/usr/lib/cni/macvlan"), &reference),
+    ] {
+        let run_all = |command: &str| -> Result<(Duration, Vec<Duration>, Vec<String>)> {
+            let started = Instant::now();
+            let results: Vec<Result<Run>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = netns
+                    .iter()
+                    .enumerate()
+                    .map(|(index, ns)| {
+                        let env = node_env(
+                            command,
+                            &format!("scale-{index}"),
+                            &ns.path(),
+                            "net1",
+                            "IgnoreUnknown=1",
+                        );
+                        scope.spawn(move || timed(program, &[], &env, stdin))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|handle| handle.join().expect("thread"))
+                    .collect()
+            });
+            let total = started.elapsed();
+            let mut latencies = Vec::new();
+            let mut addresses = Vec::new();
+            for result in results {
+                let run = result?;
+                if !run.ok {
+                    return Err(format!("{label} {command} failed: {}", run.stdout));
+                }
+                latencies.push(run.elapsed);
+                if let Ok(value) = serde_json::from_str::<Value>(&run.stdout)
+                    && let Some(address) = value["ips"][0]["address"].as_str()
+                {
+                    addresses.push(address.to_string());
+                }
+            }
+            Ok((total, latencies, addresses))
+        };
+        let (add_total, mut add_latencies, addresses) = run_all("ADD")?;
+        let (del_total, _, _) = run_all("DEL")?;
+        let distinct: std::collections::BTreeSet<&String> = addresses.iter().collect();
+        lines.push((
+            label,
+            add_total,
+            percentile(&mut add_latencies, 0.5),
+            percentile(&mut add_latencies, 0.99),
+            del_total,
+            distinct.len(),
+            addresses.len(),
+        ));
+    }
+    if pods == 1 {
+        println!("\n== scale: N pods ADD concurrently on one host-local network, then DEL ==");
+        println!(
+            "{:>4} {:<10} {:>12} {:>10} {:>10} {:>12} {:>14}",
+            "pods", "", "ADD total", "p50", "p99", "DEL total", "distinct IPs"
+        );
+    }
+    for (label, add_total, p50, p99, del_total, distinct, count) in &lines {
+        println!(
+            "{pods:>4} {label:<10} {:>9.1} ms {:>7.1} ms {:>7.1} ms {:>9.1} ms {:>9}/{count}",
+            ms(*add_total),
+            ms(*p50),
+            ms(*p99),
+            ms(*del_total),
+            distinct
+        );
+    }
+    let ratio = ms(lines[1].1) / ms(lines[0].1);
+    println!(
+        "{pods:>4} reference/ours ADD total: {ratio:.1}x{}",
+        if pods == 64 { " (target >= 4x)" } else { "" }
+    );
+    Ok(())
 }

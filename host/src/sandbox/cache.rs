@@ -176,6 +176,15 @@ impl ModuleCache {
         if let Some(component) = self.load(engine, digest) {
             return Ok((component, CacheOutcome::Hit));
         }
+        // Under the lock, a temporary file of this artifact is a killed
+        // compiler's leftover.
+        let prefix = format!(".{digest}.cwasm.");
+        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
         let started = std::time::Instant::now();
         let compiled = engine
             .precompile_component(wasm)

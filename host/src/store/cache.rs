@@ -169,9 +169,19 @@ impl AttachmentCache {
         Ok(Some(record))
     }
 
-    /// Remove the record of `container_id` (absent is fine).
+    /// Remove the record of `container_id` (absent is fine), and any
+    /// temporary file a killed writer of it left behind.
     pub fn remove(&self, container_id: &str) -> Result<(), CacheError> {
         let _span = crate::timing::span("cache-write");
+        let prefix = format!(".{container_id}.json.");
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix) && name.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         let path = self.path(container_id);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -240,8 +250,10 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(cache.container_ids().unwrap(), vec!["abc123".to_string()]);
+        std::fs::write(dir.path().join("multus-wasm/.abc123.json.999.tmp"), "half").unwrap();
         cache.remove("abc123").unwrap();
         cache.remove("abc123").unwrap();
+        assert!(!dir.path().join("multus-wasm/.abc123.json.999.tmp").exists());
         assert!(cache.container_ids().unwrap().is_empty());
     }
 

@@ -56,6 +56,18 @@ fn valid_name(name: &str) -> bool {
         && name.len() <= 255
 }
 
+/// Temporary files are written only under the lock, so with the lock held
+/// any that exist were left by a writer that died (a killed process).
+fn remove_stale_temporaries(dir: &Dir) {
+    let Ok(entries) = dir.entries() else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            let _ = dir.remove_file(&name);
+        }
+    }
+}
+
 impl DirStore {
     /// Open (creating it 0755, as the reference does) `<data_dir>/<network>`
     /// and take its lock, waiting for whoever holds it.
@@ -79,6 +91,7 @@ impl DirStore {
         let lock = dir.open_with(LOCK, &options).map_err(io)?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|errno| io(errno.into()))?;
+        remove_stale_temporaries(&dir);
         Ok(DirStore {
             dir,
             path,
@@ -262,6 +275,16 @@ mod tests {
         }
         assert!(!root.path().join("escape").exists());
         assert!(DirStore::open_locked(root.path(), "../up").is_err());
+    }
+
+    #[test]
+    fn a_dead_writers_temporary_file_is_removed_under_the_lock() {
+        let root = tempfile::tempdir().unwrap();
+        drop(DirStore::open_locked(root.path(), "mynet").unwrap());
+        std::fs::write(root.path().join("mynet/.10.0.0.2.4242.tmp"), "half").unwrap();
+        let mut store = DirStore::open_locked(root.path(), "mynet").unwrap();
+        assert!(!root.path().join("mynet/.10.0.0.2.4242.tmp").exists());
+        assert!(store.list().unwrap().is_empty());
     }
 
     #[test]
