@@ -373,3 +373,52 @@ fn cni_version_is_answered_per_spec() {
         ])
     );
 }
+
+fn status(config: &Value) -> Output {
+    let mut child = Command::new(BINARY)
+        .env_clear()
+        .env("CNI_COMMAND", "STATUS")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(config.to_string().as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn status_reports_ready_and_names_a_plugin_that_cannot_load() {
+    let dir = support::scratch();
+    let mut config = support::delegates_config(
+        dir.path(),
+        vec![support::seed_netconf(&dir.path().join("ipam"))],
+    );
+    config["cniVersion"] = json!("1.1.0");
+    let ready = status(&config);
+    assert!(ready.status.success(), "{ready:?}");
+    assert!(ready.stdout.is_empty(), "STATUS prints nothing on success");
+
+    config["wasmPlugins"]["macvlan"]["sha256"] = json!("0".repeat(64));
+    let broken = status(&config);
+    assert_eq!(broken.status.code(), Some(1));
+    let error = stdout_json(&broken);
+    assert_eq!(error["code"], 50, "not available: {error}");
+    assert!(
+        error["msg"].as_str().unwrap().contains("macvlan"),
+        "{error}"
+    );
+
+    config["wasmPlugins"]["macvlan"] = support::plugin(test_artifacts::MACVLAN);
+    config["binDir"] = json!("/nonexistent");
+    config["delegates"][0]["type"] = json!("no-such-plugin");
+    let missing = status(&config);
+    assert_eq!(stdout_json(&missing)["code"], 50);
+}

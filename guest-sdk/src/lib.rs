@@ -219,3 +219,20 @@ macro_rules! export_plugin {
         };
     };
 }
+
+#[cfg(test)]
+mod tests {
+    /// A released ABI never changes: the WIT of the current version must
+    /// equal its frozen copy (bump the package version to change the ABI).
+    #[test]
+    fn the_wit_of_a_released_version_is_frozen() {
+        let current = include_str!("../wit/plugin.wit");
+        let frozen = include_str!("../wit-frozen/0.1.0/plugin.wit");
+        assert!(current.contains("package multus-wasm:plugin@0.1.0;"));
+        assert_eq!(
+            current, frozen,
+            "wit/plugin.wit changed while still at 0.1.0: bump the version and freeze a copy"
+        );
+        assert_eq!(super::ABI_VERSION, "0.1.0");
+    }
+}
