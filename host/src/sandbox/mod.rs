@@ -555,32 +555,18 @@ impl Sandbox {
         links: Box<dyn LinkQueries>,
         request: &PluginRequest,
     ) -> Result<(Plan, CallStats), SandboxError> {
-        self.expect_world(plugin, World::Delegate)?;
-        let _span = crate::timing::span("guest-call");
-        let mut store = self.new_store(plugin, links, None);
-        let started = Instant::now();
-        let pre = bindings::delegate::DelegatePluginPre::new(plugin.pre.clone())
-            .map_err(|err| self.trap_error(plugin, &mut store, err))?;
-        let instance = pre
-            .instantiate(&mut store)
-            .map_err(|err| self.trap_error(plugin, &mut store, err))?;
-        let instantiated = Instant::now();
-        let wit_request = convert::request_to_wit(request);
-        let outcome = instance
-            .multus_wasm_plugin_delegate()
-            .call_handle(&mut store, &wit_request);
-        let finished = Instant::now();
-        store.data_mut().flush_wasi_output();
-        let outcome = outcome.map_err(|err| self.trap_error(plugin, &mut store, err))?;
-        let stats = self.stats(&store, started, instantiated, finished);
-        match outcome {
-            Ok(plan) => {
-                let plan = convert::plan_from_wit(plan, &self.limits)
-                    .map_err(|problem| problem.into_error(&plugin.name, &plugin.digest))?;
-                Ok((plan, stats))
-            }
-            Err(error) => Err(convert::plugin_error(error, &self.limits)),
-        }
+        let (plan, stats) = self.run(plugin, World::Delegate, links, None, |store, pre| {
+            let instance = bindings::delegate::DelegatePluginPre::new(pre.clone())?
+                .instantiate(&mut *store)?;
+            let instantiated = Instant::now();
+            let outcome = instance
+                .multus_wasm_plugin_delegate()
+                .call_handle(&mut *store, &convert::request_to_wit(request))?;
+            Ok((instantiated, outcome))
+        })?;
+        let plan = convert::plan_from_wit(plan, &self.limits)
+            .map_err(|problem| problem.into_error(&plugin.name, &plugin.digest))?;
+        Ok((plan, stats))
     }
 
     /// Run an IPAM plugin: ADD returns the allocation, the others `None`.
@@ -591,33 +577,54 @@ impl Sandbox {
         ipam_store: Box<dyn IpamStore>,
         request: &PluginRequest,
     ) -> Result<(Option<CniResult>, CallStats), SandboxError> {
-        self.expect_world(plugin, World::Ipam)?;
+        let (result, stats) = self.run(
+            plugin,
+            World::Ipam,
+            links,
+            Some(ipam_store),
+            |store, pre| {
+                let instance =
+                    bindings::ipam::IpamPluginPre::new(pre.clone())?.instantiate(&mut *store)?;
+                let instantiated = Instant::now();
+                let outcome = instance
+                    .multus_wasm_plugin_ipam()
+                    .call_handle(&mut *store, &convert::request_to_wit(request))?;
+                Ok((instantiated, outcome))
+            },
+        )?;
+        let result = result
+            .map(|result| convert::result_from_wit(result, &self.limits))
+            .transpose()
+            .map_err(|problem| problem.into_error(&plugin.name, &plugin.digest))?;
+        Ok((result, stats))
+    }
+
+    /// One call in a fresh store: `invoke` instantiates and calls; every
+    /// trap maps to its own error, a guest error to its CNI error.
+    fn run<T>(
+        &self,
+        plugin: &Plugin,
+        world: World,
+        links: Box<dyn LinkQueries>,
+        ipam_store: Option<Box<dyn IpamStore>>,
+        invoke: impl FnOnce(
+            &mut Store<StoreState>,
+            &InstancePre<StoreState>,
+        )
+            -> wasmtime::Result<(Instant, Result<T, bindings::wit::PluginError>)>,
+    ) -> Result<(T, CallStats), SandboxError> {
+        self.expect_world(plugin, world)?;
         let _span = crate::timing::span("guest-call");
-        let mut store = self.new_store(plugin, links, Some(ipam_store));
+        let mut store = self.new_store(plugin, links, ipam_store);
         let started = Instant::now();
-        let pre = bindings::ipam::IpamPluginPre::new(plugin.pre.clone())
-            .map_err(|err| self.trap_error(plugin, &mut store, err))?;
-        let instance = pre
-            .instantiate(&mut store)
-            .map_err(|err| self.trap_error(plugin, &mut store, err))?;
-        let instantiated = Instant::now();
-        let wit_request = convert::request_to_wit(request);
-        let outcome = instance
-            .multus_wasm_plugin_ipam()
-            .call_handle(&mut store, &wit_request);
+        let outcome = invoke(&mut store, &plugin.pre);
         let finished = Instant::now();
         store.data_mut().flush_wasi_output();
-        let outcome = outcome.map_err(|err| self.trap_error(plugin, &mut store, err))?;
+        let (instantiated, outcome) =
+            outcome.map_err(|err| self.trap_error(plugin, &mut store, err))?;
         let stats = self.stats(&store, started, instantiated, finished);
-        match outcome {
-            Ok(Some(result)) => {
-                let result = convert::result_from_wit(result, &self.limits)
-                    .map_err(|problem| problem.into_error(&plugin.name, &plugin.digest))?;
-                Ok((Some(result), stats))
-            }
-            Ok(None) => Ok((None, stats)),
-            Err(error) => Err(convert::plugin_error(error, &self.limits)),
-        }
+        let value = outcome.map_err(|error| convert::plugin_error(error, &self.limits))?;
+        Ok((value, stats))
     }
 
     fn expect_world(&self, plugin: &Plugin, expected: World) -> Result<(), SandboxError> {
