@@ -335,14 +335,7 @@ impl<'a> Node<'a> {
             request.ipam_result = ipam_result.clone();
             let (plan, stats) = sandbox.call_delegate(plugin, self.links()?, &request)?;
             tracing::debug!(plugin = %plugin.name, ops = plan.ops.len(), fuel = stats.fuel_consumed, call_us = stats.call_micros, "delegate planned");
-            policy::check(
-                &plan.ops,
-                &PolicyContext {
-                    command: PluginCommand::Add,
-                    ifname: attachment.ifname,
-                    allowed_masters: self.config.allowed_masters.as_deref(),
-                },
-            )?;
+            self.check_plan(plugin, &plan.ops, PluginCommand::Add, attachment.ifname)?;
             let handles = self.handles()?;
             let executor = Executor::new(&handles, netns);
             let journal = executor.apply(&plan.ops)?;
@@ -495,14 +488,7 @@ impl<'a> Node<'a> {
                 let mut request = self.request(PluginCommand::Del, attachment, config);
                 request.prev_result = prev_result.cloned();
                 let (plan, _) = sandbox.call_delegate(plugin, self.links()?, &request)?;
-                policy::check(
-                    &plan.ops,
-                    &PolicyContext {
-                        command: PluginCommand::Del,
-                        ifname: attachment.ifname,
-                        allowed_masters: self.config.allowed_masters.as_deref(),
-                    },
-                )?;
+                self.check_plan(plugin, &plan.ops, PluginCommand::Del, attachment.ifname)?;
                 let handles = self.handles()?;
                 Executor::new(&handles, netns).apply(&plan.ops)?;
                 Ok::<(), CniError>(())
@@ -566,14 +552,7 @@ impl<'a> Node<'a> {
                     let mut request = self.request(PluginCommand::Check, attachment, &config);
                     request.prev_result = Some(cached.clone());
                     let (plan, _) = sandbox.call_delegate(&plugin, self.links()?, &request)?;
-                    policy::check(
-                        &plan.ops,
-                        &PolicyContext {
-                            command: PluginCommand::Check,
-                            ifname: attachment.ifname,
-                            allowed_masters: None,
-                        },
-                    )?;
+                    self.check_plan(&plugin, &plan.ops, PluginCommand::Check, attachment.ifname)?;
                 }
                 None => {
                     let binary = exec::find_plugin(plugin_type, &self.bin_dirs)?;
@@ -689,6 +668,36 @@ impl<'a> Node<'a> {
             }
         }
         Ok(())
+    }
+}
+
+impl Node<'_> {
+    /// The policy check of a plan, its refusal naming the plugin and its
+    /// sha256 like every other plugin error.
+    fn check_plan(
+        &self,
+        plugin: &Plugin,
+        ops: &[crate::netlink::Op],
+        command: PluginCommand,
+        ifname: &str,
+    ) -> Result<(), CniError> {
+        let context = PolicyContext {
+            command,
+            ifname,
+            allowed_masters: match command {
+                PluginCommand::Add => self.config.allowed_masters.as_deref(),
+                _ => None,
+            },
+        };
+        policy::check(ops, &context).map_err(|violation| {
+            CniError::new(
+                policy::POLICY_CODE,
+                format!(
+                    "plugin {} (sha256 {}): {violation}",
+                    plugin.name, plugin.digest
+                ),
+            )
+        })
     }
 }
 
