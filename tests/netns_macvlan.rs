@@ -334,3 +334,40 @@ fn a_plan_that_breaks_policy_is_refused_with_nothing_applied() {
     assert!(!pod.has_link("net1"), "nothing may be applied");
     assert_eq!(pod.sysctl("net/ipv4/conf/all/forwarding"), "0");
 }
+
+#[test]
+fn static_ipam_applies_configured_and_requested_addresses() {
+    let netconf = json!({
+        "cniVersion": "1.0.0", "name": "static-net", "type": "macvlan", "master": "ens3",
+        "ipam": {"type": "static",
+                 "addresses": [{"address": "10.30.0.5/24", "gateway": "10.30.0.1"}],
+                 "routes": [{"dst": "10.31.0.0/16"}],
+                 "dns": {"nameservers": ["10.30.0.53"]}}
+    });
+    let (_node, pod, dir, output, _) = add_one(netconf.clone(), "");
+    output.ok();
+    let result = output.json();
+    assert_eq!(result["ips"][0]["address"], "10.30.0.5/24");
+    assert_eq!(
+        result["dns"],
+        json!({}),
+        "macvlan takes dns from its own config, not IPAM's"
+    );
+    assert_eq!(pod.addresses("net1"), vec!["10.30.0.5/24"]);
+    let route = pod.ip_json(&["route", "show", "10.31.0.0/16"]);
+    assert_eq!(
+        route[0]["gateway"], "10.30.0.1",
+        "the IPAM gateway is the route's fallback"
+    );
+    assert!(
+        files(&dir.path().join("ipam")).is_empty(),
+        "static keeps no state"
+    );
+
+    // CNI_ARGS IP= adds an address (the reference's legacy form).
+    let (_node, pod, _dir, output, _) = add_one(netconf, "IgnoreUnknown=1;IP=10.30.0.9/24");
+    output.ok();
+    let mut addresses = pod.addresses("net1");
+    addresses.sort();
+    assert_eq!(addresses, vec!["10.30.0.5/24", "10.30.0.9/24"]);
+}
