@@ -349,7 +349,7 @@ impl<'a> Call<'a> {
         }
         record.attachments = self.cached_attachments(&specs)?;
         let cache = self.cache();
-        cache.save(&record)?;
+        cache.save_progress(&record)?;
 
         let mut statuses = Vec::new();
         for (index, action) in actions.iter().enumerate() {
@@ -365,7 +365,13 @@ impl<'a> Call<'a> {
                     ));
                     cached.result = Some(result.to_json(CniVersion::V1_1_0)?);
                     cached.state = AttachmentState::Added;
-                    if let Err(err) = cache.save(&record) {
+                    let last = index + 1 == actions.len();
+                    let saved = if last {
+                        cache.save(&record)
+                    } else {
+                        cache.save_progress(&record)
+                    };
+                    if let Err(err) = saved {
                         self.rollback(&record, index + 1);
                         let _ = cache.remove(&container_id);
                         return Err(err.into());

@@ -9,7 +9,6 @@
 //! against the writer's namespace.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsFd, BorrowedFd};
 
 use ipnet::IpNet;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
@@ -298,7 +297,7 @@ impl<'a> Executor<'a> {
                 .await
                 .or_else(ignore_gone),
             Undo::RestoreSysctl { key, value } => {
-                write_sysctl(self.netns.as_fd(), key, value).map(|_| ())
+                write_sysctl(self.handles, key, value).map(|_| ())
             }
         }
     }
@@ -413,7 +412,7 @@ impl<'a> Executor<'a> {
                 Ok(())
             }
             Op::SetSysctl { key, value } => {
-                let previous = write_sysctl(self.netns.as_fd(), key, value)?;
+                let previous = write_sysctl(self.handles, key, value)?;
                 journal.entries.push(Undo::RestoreSysctl {
                     key: key.clone(),
                     value: previous,
@@ -619,27 +618,23 @@ fn describe_route(route: &AddRoute) -> String {
     text
 }
 
-/// Write `/proc/sys/<key>` as seen from the pod namespace; returns the
-/// previous value. The key was checked by the policy (no `..`, fixed shape).
-pub fn write_sysctl(netns: BorrowedFd<'_>, key: &str, value: &str) -> Result<String, String> {
+/// Write `/proc/sys/<key>` as seen from the pod namespace (on its netns
+/// thread); returns the previous value. The key was checked by the policy
+/// (no `..`, fixed shape).
+pub fn write_sysctl(handles: &Handles, key: &str, value: &str) -> Result<String, String> {
+    let thread = handles
+        .netns_thread
+        .as_ref()
+        .ok_or_else(|| "no pod namespace to write sysctls in".to_string())?;
     let path = format!("/proc/sys/{key}");
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                rustix::thread::move_into_link_name_space(
-                    netns,
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .map_err(|errno| format!("entering the pod namespace: {errno}"))?;
-                let previous = std::fs::read_to_string(&path)
-                    .map_err(|err| format!("failed to read {path}: {err}"))?;
-                std::fs::write(&path, value)
-                    .map_err(|err| format!("failed to write {value:?} to {path}: {err}"))?;
-                Ok(previous.trim_end_matches('\n').to_string())
-            })
-            .join()
-            .unwrap_or_else(|_| Err("sysctl thread panicked".into()))
-    })
+    let value = value.to_string();
+    thread.run(move || {
+        let previous = std::fs::read_to_string(&path)
+            .map_err(|err| format!("failed to read {path}: {err}"))?;
+        std::fs::write(&path, &value)
+            .map_err(|err| format!("failed to write {value:?} to {path}: {err}"))?;
+        Ok(previous.trim_end_matches('\n').to_string())
+    })?
 }
 
 /// The MAC of `name` in the pod, for filling results from the kernel.

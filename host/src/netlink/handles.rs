@@ -95,6 +95,8 @@ pub struct Handles {
     pub runtime: Arc<Runtime>,
     pub host: Handle,
     pub sandbox: Option<Handle>,
+    /// The thread inside the pod's namespace (when there is a pod).
+    pub netns_thread: Option<Arc<NetnsThread>>,
 }
 
 impl std::fmt::Debug for Handles {
@@ -118,44 +120,121 @@ impl Handles {
             runtime.spawn(connection);
             handle
         };
-        let sandbox = match netns {
-            Some(netns) => Some(open_in(&runtime, netns)?),
-            None => None,
+        let (sandbox, netns_thread) = match netns {
+            Some(netns) => {
+                let thread = NetnsThread::spawn(netns)?;
+                (
+                    Some(open_in(&runtime, netns, &thread)?),
+                    Some(Arc::new(thread)),
+                )
+            }
+            None => (None, None),
         };
         Ok(Handles {
             runtime,
             host,
             sandbox,
+            netns_thread,
         })
     }
 }
 
-/// Create a socket inside `netns` from a short-lived thread that entered it,
-/// so this thread never leaves the host namespace.
-fn open_in(runtime: &Arc<Runtime>, netns: &NetnsFile) -> Result<Handle, NetnsError> {
+/// A thread that entered the pod's network namespace and stays there for
+/// the call: it creates the pod's netlink socket and does the work that
+/// must run inside the namespace (`/proc/sys/net` writes), so the calling
+/// thread never leaves the host namespace and no thread is spawned per op.
+pub struct NetnsThread {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+impl std::fmt::Debug for NetnsThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NetnsThread")
+    }
+}
+
+impl NetnsThread {
+    /// Spawn the thread and enter `netns` in it.
+    pub fn spawn(netns: &NetnsFile) -> Result<NetnsThread, NetnsError> {
+        let fd = netns.file.try_clone().map_err(|source| NetnsError::Open {
+            path: netns.path.clone(),
+            source,
+        })?;
+        let (jobs, receiver) = std::sync::mpsc::channel::<Job>();
+        let (ready_sender, ready) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("pod-netns".into())
+            .spawn(move || {
+                let entered = rustix::thread::move_into_link_name_space(
+                    fd.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                );
+                drop(fd);
+                let failed = entered.is_err();
+                let _ = ready_sender.send(entered.map_err(std::io::Error::from));
+                if failed {
+                    return;
+                }
+                for job in receiver {
+                    job();
+                }
+            })
+            .map_err(|source| NetnsError::Socket {
+                netns: Some(netns.path.clone()),
+                source,
+            })?;
+        let entered = ready
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("netns thread died")));
+        entered.map_err(|source| NetnsError::Socket {
+            netns: Some(netns.path.clone()),
+            source,
+        })?;
+        Ok(NetnsThread {
+            jobs: std::sync::Mutex::new(jobs),
+        })
+    }
+
+    /// Run `job` inside the namespace and wait for its result.
+    pub fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let boxed: Job = Box::new(move || {
+            let _ = sender.send(job());
+        });
+        self.jobs
+            .lock()
+            .map_err(|_| "netns thread lock poisoned".to_string())?
+            .send(boxed)
+            .map_err(|_| "the netns thread is gone".to_string())?;
+        receiver
+            .recv()
+            .map_err(|_| "the netns thread died".to_string())
+    }
+}
+
+/// Create the pod's netlink socket on its netns thread.
+fn open_in(
+    runtime: &Arc<Runtime>,
+    netns: &NetnsFile,
+    thread: &NetnsThread,
+) -> Result<Handle, NetnsError> {
     let runtime_handle = runtime.handle().clone();
-    let fd = netns.file.as_fd();
     let socket_error = |source| NetnsError::Socket {
         netns: Some(netns.path.clone()),
         source,
     };
-    let opened = std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                rustix::thread::move_into_link_name_space(
-                    fd,
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .map_err(std::io::Error::from)?;
-                let _entered = runtime_handle.enter();
-                rtnetlink::new_connection()
-            })
-            .join()
-    });
-    let (connection, handle, _) = match opened {
-        Ok(result) => result.map_err(socket_error)?,
-        Err(_) => return Err(socket_error(std::io::Error::other("netns thread panicked"))),
-    };
+    let opened = thread
+        .run(move || {
+            let _entered = runtime_handle.enter();
+            rtnetlink::new_connection()
+        })
+        .map_err(|reason| socket_error(std::io::Error::other(reason)))?;
+    let (connection, handle, _) = opened.map_err(socket_error)?;
     runtime.spawn(connection);
     Ok(handle)
 }

@@ -123,8 +123,21 @@ impl AttachmentCache {
         self.dir.join(format!("{container_id}.json"))
     }
 
-    /// Write `record` atomically (0600, in a 0700 directory).
+    /// Write `record` atomically and durably (0600, in a 0700 directory).
     pub fn save(&self, record: &ContainerRecord) -> Result<(), CacheError> {
+        self.write(record, true)
+    }
+
+    /// Write `record` atomically but without fsync: for the records written
+    /// while an ADD is under way, which must survive the process being
+    /// killed (they do: the page cache holds them) but not a power loss
+    /// (after which the pod's namespace is gone too). The ADD's last write
+    /// is [`save`](Self::save).
+    pub fn save_progress(&self, record: &ContainerRecord) -> Result<(), CacheError> {
+        self.write(record, false)
+    }
+
+    fn write(&self, record: &ContainerRecord, durable: bool) -> Result<(), CacheError> {
         let _span = crate::timing::span("cache-write");
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -140,7 +153,7 @@ impl AttachmentCache {
             path: path.clone(),
             reason: err.to_string(),
         })?;
-        super::write_atomically(&path, &bytes, 0o600)
+        super::write_replacing(&path, &bytes, 0o600, durable)
             .map_err(|source| CacheError::Io { path, source })
     }
 

@@ -14,6 +14,13 @@ use std::path::Path;
 /// the new one, never a torn one; a crash leaves at most a dot-prefixed
 /// temporary file, which readers ignore.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    write_replacing(path, bytes, mode, true)
+}
+
+/// [`write_atomically`], with the two fsyncs only when `durable`: without
+/// them the file still survives the writer being killed (the page cache
+/// holds it), but not a power loss.
+pub fn write_replacing(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
@@ -28,9 +35,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result
             .mode(mode)
             .open(&temp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         fs::rename(&temp, path)?;
-        File::open(dir)?.sync_all()
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp);
