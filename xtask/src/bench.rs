@@ -380,13 +380,11 @@ struct Setup<'a> {
     wasm_plugins: &'a Value,
 }
 
+/// The CNI environment of one call: (command, container id) -> variables.
+type EnvFor<'a> = &'a dyn Fn(&str, &str) -> Vec<(&'static str, String)>;
+
 /// Where one ADD and one DEL spend their time (MULTUS_WASM_TIMINGS spans).
-fn breakdown(
-    binary: &Path,
-    env: &dyn Fn(&str, &str) -> Vec<(&'static str, String)>,
-    stdin: &[u8],
-    iterations: usize,
-) -> Result<()> {
+fn breakdown(binary: &Path, env: EnvFor<'_>, stdin: &[u8], iterations: usize) -> Result<()> {
     let mut spans: std::collections::BTreeMap<(String, String), Vec<Duration>> = Default::default();
     for iteration in 0..iterations.min(20) {
         let id = format!("breakdown-{iteration}");

@@ -4,16 +4,18 @@
 //! - `demo`: build everything and replay the seed scenario on this machine
 //! - `test`: install what the tests need, then run every test tier
 //! - `bench`: the side-by-side benchmark against the reference plugins
+//! - `fuzz`: a time-boxed run of every cargo-fuzz target in `fuzz/`
 
 mod bench;
 mod demo;
+mod fuzz;
 mod util;
 
 use std::process::ExitCode;
 
 use util::{Result, workspace_root};
 
-const USAGE: &str = "usage: cargo xtask <plugins|demo|test|bench> [args]";
+const USAGE: &str = "usage: cargo xtask <plugins|demo|test|bench|fuzz> [args]";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
         "test" => test(&rest),
         "bench" => bench::run(&rest),
         "bench-inner" => bench::inner(&rest),
+        "fuzz" => fuzz::run(&rest),
         _ => Err(USAGE.into()),
     };
     match outcome {
@@ -132,5 +135,8 @@ fn test(extra: &[String]) -> Result<()> {
         .current_dir(&root)
         .args(["test", "--workspace", "--locked"])
         .args(extra);
-    util::run(&mut command)
+    util::run(&mut command)?;
+    // A bounded fuzzing run of the parsers (annotations, netconf, results,
+    // CNI env), 10 s per target.
+    fuzz::run(&["--seconds".into(), "10".into()])
 }
