@@ -525,27 +525,49 @@ impl<'a> Call<'a> {
                 }
             },
         };
-        // Tear down every wasm-created link of the pod in one kernel batch
-        // first; the per-attachment DELs then find them gone and release
-        // their IPAM.
-        if self.node.has_netns() {
-            match self
-                .node
+        // Tear down every wasm-created link of the pod in one kernel batch,
+        // on the pod's netns thread; meanwhile release IPAM and run the
+        // native plugins' DELs. Only if the batch fails do the wasm
+        // delegates' own DEL plans run.
+        let pending = if self.node.has_netns() {
+            self.node
                 .handles()
-                .map(|handles| executor::delete_link_group(&handles))
-            {
-                Ok(Ok(deleted)) => tracing::debug!(deleted, "batch delete of the pod's wasm links"),
-                Ok(Err(err)) => {
-                    tracing::warn!(error = %err, "batch delete failed; deleting link by link")
-                }
-                Err(err) => tracing::warn!(error = %err, "no netlink handles for the batch delete"),
-            }
-        }
+                .ok()
+                .and_then(|handles| executor::start_link_group_delete(&handles))
+                .and_then(|started| {
+                    started
+                        .map_err(|err| tracing::warn!(error = %err, "batch delete not started"))
+                        .ok()
+                })
+        } else {
+            None
+        };
         let mut errors = Vec::new();
         for cached in record.attachments.iter().rev() {
             let result = cached.parsed_result();
-            if let Err(err) = self.node.del(&self.attachment(cached), result.as_ref()) {
+            let attachment = self.attachment(cached);
+            let outcome = match &pending {
+                Some(_) => self
+                    .node
+                    .del_after_batch_delete(&attachment, result.as_ref()),
+                None => self.node.del(&attachment, result.as_ref()),
+            };
+            if let Err(err) = outcome {
                 errors.push(format!("{}: {err}", cached.name));
+            }
+        }
+        if let Some(pending) = pending {
+            match pending.wait() {
+                Ok(deleted) => tracing::debug!(deleted, "batch delete of the pod's wasm links"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "batch delete failed; deleting link by link");
+                    for cached in record.attachments.iter().rev() {
+                        let result = cached.parsed_result();
+                        if let Err(err) = self.node.del(&self.attachment(cached), result.as_ref()) {
+                            errors.push(format!("{}: {err}", cached.name));
+                        }
+                    }
+                }
             }
         }
         if errors.is_empty() {

@@ -266,8 +266,13 @@ impl<'a> Node<'a> {
             match outcome.and_then(|result| result.convert_to(list.cni_version)) {
                 Ok(result) => previous = Some(result),
                 Err(err) => {
-                    if let Err(undo) = self.del_plugins(attachment, &list, index, previous.as_ref())
-                    {
+                    if let Err(undo) = self.del_plugins(
+                        attachment,
+                        &list,
+                        index,
+                        previous.as_ref(),
+                        LinkPlans::Run,
+                    ) {
                         tracing::error!(network = %list.name, error = %undo, "DEL of the plugins before the failed one failed");
                     }
                     return Err(err);
@@ -432,7 +437,32 @@ impl<'a> Node<'a> {
         cached: Option<&CniResult>,
     ) -> Result<(), CniError> {
         let list = NetworkConfigList::from_value(attachment.config.clone())?;
-        self.del_plugins(attachment, &list, list.plugins.len(), cached)
+        self.del_plugins(
+            attachment,
+            &list,
+            list.plugins.len(),
+            cached,
+            LinkPlans::Run,
+        )
+    }
+
+    /// DEL one attachment whose wasm-created links are already deleted (the
+    /// pod's batch delete): wasm delegates are not called, since a DEL plan
+    /// may only delete the attachment's link; their IPAM is released and
+    /// native plugins run as usual.
+    pub fn del_after_batch_delete(
+        &self,
+        attachment: &Attachment<'_>,
+        cached: Option<&CniResult>,
+    ) -> Result<(), CniError> {
+        let list = NetworkConfigList::from_value(attachment.config.clone())?;
+        self.del_plugins(
+            attachment,
+            &list,
+            list.plugins.len(),
+            cached,
+            LinkPlans::Skip,
+        )
     }
 
     /// DEL the first `count` plugins of `list`, in reverse.
@@ -442,6 +472,7 @@ impl<'a> Node<'a> {
         list: &NetworkConfigList,
         count: usize,
         cached: Option<&CniResult>,
+        link_plans: LinkPlans,
     ) -> Result<(), CniError> {
         let prev_result = cached.filter(|_| list.cni_version.passes_prev_result_on_del());
         let mut errors = Vec::new();
@@ -453,6 +484,11 @@ impl<'a> Node<'a> {
             };
             let outcome = plugin_config(list, index, &injection).and_then(|config| {
                 let plugin_type = list.plugin_type(index).unwrap_or_default();
+                if link_plans == LinkPlans::Skip
+                    && self.config.wasm_plugins.contains_key(plugin_type)
+                {
+                    return self.ipam_del(attachment, &config, prev_result);
+                }
                 match self.wasm_plugin(plugin_type)? {
                     Some(plugin) => self.wasm_del(&plugin, attachment, &config, prev_result),
                     None => {
@@ -472,6 +508,30 @@ impl<'a> Node<'a> {
             }
         }
         join_errors(errors)
+    }
+
+    /// Release a wasm delegate's IPAM allocation (DEL).
+    fn ipam_del(
+        &self,
+        attachment: &Attachment<'_>,
+        config: &Value,
+        prev_result: Option<&CniResult>,
+    ) -> Result<(), CniError> {
+        match ipam_type(config) {
+            Some(ipam_type) => self
+                .ipam(
+                    &ipam_type,
+                    PluginCommand::Del,
+                    attachment,
+                    config,
+                    Some(IpamExtra {
+                        prev_result,
+                        valid_attachments: &[],
+                    }),
+                )
+                .map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     fn wasm_del(
@@ -497,18 +557,7 @@ impl<'a> Node<'a> {
                 errors.push(err);
             }
         }
-        if let Some(ipam_type) = ipam_type(config)
-            && let Err(err) = self.ipam(
-                &ipam_type,
-                PluginCommand::Del,
-                attachment,
-                config,
-                Some(IpamExtra {
-                    prev_result,
-                    valid_attachments: &[],
-                }),
-            )
-        {
+        if let Err(err) = self.ipam_del(attachment, config, prev_result) {
             errors.push(err);
         }
         join_errors(errors)
@@ -699,6 +748,13 @@ impl Node<'_> {
             )
         })
     }
+}
+
+/// Whether a DEL runs the wasm delegates' plans (their links still exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkPlans {
+    Run,
+    Skip,
 }
 
 /// What IPAM CHECK, DEL and GC get besides the config.

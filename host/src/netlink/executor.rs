@@ -723,24 +723,73 @@ pub fn add_default_route(handles: &Handles, ifname: &str, gateway: IpAddr) -> Re
     })
 }
 
-/// Delete every link of [`WASM_LINK_GROUP`] in the pod with one request;
-/// returns whether there were any.
-pub fn delete_link_group(handles: &Handles) -> Result<bool, String> {
-    let _span = crate::timing::span("netlink");
-    let Some(handle) = handles.sandbox.as_ref() else {
-        return Ok(false);
-    };
-    let mut message = LinkMessage::default();
-    message
-        .attributes
-        .push(LinkAttribute::Group(WASM_LINK_GROUP));
-    match handles
-        .runtime
-        .block_on(handle.link().del_with_message(message).execute())
-    {
-        Ok(()) => Ok(true),
-        Err(err) if is_no_such_device(&err) => Ok(false),
-        Err(err) => Err(format!("deleting the pod's wasm-created links: {err}")),
+/// A batch delete of the pod's wasm-created links, running on the pod's
+/// netns thread while the caller goes on (the kernel spends most of it
+/// waiting for an RCU grace period).
+pub struct PendingGroupDelete {
+    receiver: std::sync::mpsc::Receiver<Result<bool, String>>,
+}
+
+impl PendingGroupDelete {
+    /// Whether there were links to delete, once the kernel has answered.
+    pub fn wait(self) -> Result<bool, String> {
+        let _span = crate::timing::span("netlink");
+        self.receiver
+            .recv()
+            .unwrap_or_else(|_| Err("the netns thread died".into()))
+    }
+}
+
+/// Start deleting every link of [`WASM_LINK_GROUP`] in the pod with one
+/// RTM_DELLINK (the kernel tears them down in one batch); `None` when there
+/// is no pod namespace.
+pub fn start_link_group_delete(handles: &Handles) -> Option<Result<PendingGroupDelete, String>> {
+    let thread = handles.netns_thread.as_ref()?;
+    Some(
+        thread
+            .submit(delete_link_group_here)
+            .map(|receiver| PendingGroupDelete { receiver }),
+    )
+}
+
+/// RTM_DELLINK for the group, on a blocking netlink socket created on the
+/// calling thread (which is inside the pod's namespace).
+fn delete_link_group_here() -> Result<bool, String> {
+    use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+    use rtnetlink::packet_route::RouteNetlinkMessage;
+    use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+    let failed = |what: &str, err: &dyn std::fmt::Display| format!("batch delete: {what}: {err}");
+    let mut socket = Socket::new(NETLINK_ROUTE).map_err(|err| failed("socket", &err))?;
+    socket.bind_auto().map_err(|err| failed("bind", &err))?;
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .map_err(|err| failed("connect", &err))?;
+    let mut link = LinkMessage::default();
+    link.attributes.push(LinkAttribute::Group(WASM_LINK_GROUP));
+    let mut request = NetlinkMessage::from(RouteNetlinkMessage::DelLink(link));
+    request.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    request.header.sequence_number = 1;
+    request.finalize();
+    let mut buffer = vec![0; request.buffer_len()];
+    request.serialize(&mut buffer);
+    socket
+        .send(&buffer, 0)
+        .map_err(|err| failed("send", &err))?;
+    let (reply, _) = socket
+        .recv_from_full()
+        .map_err(|err| failed("receive", &err))?;
+    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply)
+        .map_err(|err| failed("decode", &err))?;
+    match reply.payload {
+        NetlinkPayload::Error(error) => match error.code {
+            None => Ok(true),
+            Some(code) if -code.get() == libc_errno::ENODEV => Ok(false),
+            Some(code) => Err(format!(
+                "batch delete of the pod's wasm links: {}",
+                std::io::Error::from_raw_os_error(-code.get())
+            )),
+        },
+        other => Err(format!("batch delete: unexpected reply {other:?}")),
     }
 }
 

@@ -202,6 +202,16 @@ impl NetnsThread {
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, String> {
+        self.submit(job)?
+            .recv()
+            .map_err(|_| "the netns thread died".to_string())
+    }
+
+    /// Start `job` inside the namespace; its result arrives on the receiver.
+    pub fn submit<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<std::sync::mpsc::Receiver<T>, String> {
         let (sender, receiver) = std::sync::mpsc::channel();
         let boxed: Job = Box::new(move || {
             let _ = sender.send(job());
@@ -211,9 +221,7 @@ impl NetnsThread {
             .map_err(|_| "netns thread lock poisoned".to_string())?
             .send(boxed)
             .map_err(|_| "the netns thread is gone".to_string())?;
-        receiver
-            .recv()
-            .map_err(|_| "the netns thread died".to_string())
+        Ok(receiver)
     }
 }
 
