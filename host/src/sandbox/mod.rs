@@ -328,15 +328,9 @@ pub struct Sandbox {
     engine: Engine,
     limits: Limits,
     cache: Option<ModuleCache>,
-    linkers: std::sync::OnceLock<Linkers>,
+    /// One linker per (world, uses WASI), built on first use.
+    linkers: [std::sync::OnceLock<Linker<StoreState>>; 4],
     ticker: Once,
-}
-
-struct Linkers {
-    delegate: Linker<StoreState>,
-    ipam: Linker<StoreState>,
-    delegate_wasi: Linker<StoreState>,
-    ipam_wasi: Linker<StoreState>,
 }
 
 /// The engine configuration every artifact is compiled for. Part of the
@@ -365,8 +359,10 @@ impl Sandbox {
     /// An engine with `limits`, caching compiled code under `cache_dir`
     /// (`None`: compile in memory on every load, for one-off CLI use).
     pub fn new(limits: Limits, cache_dir: Option<&Path>) -> Result<Self, SandboxError> {
+        let engine_span = crate::timing::span("engine");
         let engine = Engine::new(&engine_config(&limits))
             .map_err(|err| SandboxError::Engine(err.to_string()))?;
+        drop(engine_span);
         let cache = match cache_dir {
             Some(dir) => Some(ModuleCache::new(dir, &engine).map_err(SandboxError::CacheDir)?),
             None => None,
@@ -375,7 +371,7 @@ impl Sandbox {
             engine,
             limits,
             cache,
-            linkers: std::sync::OnceLock::new(),
+            linkers: Default::default(),
             ticker: Once::new(),
         })
     }
@@ -392,13 +388,15 @@ impl Sandbox {
         self.cache.as_ref()
     }
 
-    fn linkers(&self) -> Result<&Linkers, SandboxError> {
-        if let Some(linkers) = self.linkers.get() {
-            return Ok(linkers);
+    fn linker(&self, world: World, wasi: bool) -> Result<&Linker<StoreState>, SandboxError> {
+        let slot = &self.linkers[(world == World::Ipam) as usize * 2 + wasi as usize];
+        if let Some(linker) = slot.get() {
+            return Ok(linker);
         }
-        let linkers = state::build_linkers(&self.engine)
+        let _span = crate::timing::span("linkers");
+        let linker = state::build_linker(&self.engine, world, wasi)
             .map_err(|err| SandboxError::Engine(err.to_string()))?;
-        Ok(self.linkers.get_or_init(|| linkers))
+        Ok(slot.get_or_init(|| linker))
     }
 
     /// Load the plugin registered as `name` from `path`.
@@ -415,7 +413,10 @@ impl Sandbox {
         pinned_sha256: Option<&str>,
     ) -> Result<Plugin, SandboxError> {
         let cached = match (pinned_sha256, &self.cache) {
-            (Some(digest), Some(cache)) => cache.load(&self.engine, digest),
+            (Some(digest), Some(cache)) => {
+                let _span = crate::timing::span("deserialize");
+                cache.load(&self.engine, digest)
+            }
             _ => None,
         };
         let (component, digest, cache_outcome) = match (cached, pinned_sha256) {
@@ -442,13 +443,7 @@ impl Sandbox {
         };
         let abi = abi::inspect(&self.engine, &component)
             .map_err(|problem| problem.into_error(name, &digest))?;
-        let linkers = self.linkers()?;
-        let linker = match (abi.world, abi.uses_wasi) {
-            (World::Delegate, false) => &linkers.delegate,
-            (World::Delegate, true) => &linkers.delegate_wasi,
-            (World::Ipam, false) => &linkers.ipam,
-            (World::Ipam, true) => &linkers.ipam_wasi,
-        };
+        let linker = self.linker(abi.world, abi.uses_wasi)?;
         let pre = linker.instantiate_pre(&component).map_err(|err| {
             // Imports were checked by name in `abi::inspect`; what is left is a
             // type mismatch on an import the host does provide.

@@ -9,7 +9,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{self, wit, wit_links, wit_log, wit_node_files, wit_store};
-use super::{Limits, Linkers, convert};
+use super::{Limits, World, convert};
 use crate::cni::Route;
 use crate::netlink::{IpFamily, LinkInfo, Netns};
 
@@ -317,21 +317,26 @@ impl wit_node_files::Host for StoreState {
     }
 }
 
-pub(super) fn build_linkers(engine: &Engine) -> wasmtime::Result<Linkers> {
-    let mut delegate = Linker::new(engine);
-    bindings::delegate::DelegatePlugin::add_to_linker::<_, HasSelf<_>>(&mut delegate, |state| {
-        state
-    })?;
-    let mut ipam = Linker::new(engine);
-    bindings::ipam::IpamPlugin::add_to_linker::<_, HasSelf<_>>(&mut ipam, |state| state)?;
-    let mut delegate_wasi = delegate.clone();
-    wasmtime_wasi::p2::add_to_linker_sync(&mut delegate_wasi)?;
-    let mut ipam_wasi = ipam.clone();
-    wasmtime_wasi::p2::add_to_linker_sync(&mut ipam_wasi)?;
-    Ok(Linkers {
-        delegate,
-        ipam,
-        delegate_wasi,
-        ipam_wasi,
-    })
+/// The linker of one world, with WASI (nothing granted) when the plugin
+/// imports it. Built on first use: a call pays only for the linkers its
+/// plugins need (WASI's is the large one).
+pub(super) fn build_linker(
+    engine: &Engine,
+    world: World,
+    wasi: bool,
+) -> wasmtime::Result<Linker<StoreState>> {
+    let mut linker = Linker::new(engine);
+    match world {
+        World::Delegate => bindings::delegate::DelegatePlugin::add_to_linker::<_, HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        )?,
+        World::Ipam => {
+            bindings::ipam::IpamPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?
+        }
+    }
+    if wasi {
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    }
+    Ok(linker)
 }
