@@ -12,6 +12,7 @@
 //! See the crate README for a walk from `cargo new` to a built component.
 
 pub mod bindings;
+pub mod cidr;
 pub mod netconf;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;

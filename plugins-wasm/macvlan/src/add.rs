@@ -14,9 +14,9 @@ use guest_sdk::{
     Netns, Plan, PluginError, RenameLink, Request, Route, RouteScope, SetSysctl,
 };
 
-use crate::addr::{Cidr, parse_ip};
 use crate::conf::{MacvlanSettings, resolve};
 use crate::tempname::temporary_name;
+use guest_sdk::cidr::{Cidr, parse_ip};
 
 /// The plan and result of an ADD.
 pub(crate) fn plan_add(host: &dyn Host, request: &Request) -> Result<Plan, PluginError> {

@@ -5,8 +5,8 @@
 
 use guest_sdk::{CniResult, Host, Netns, PluginError, Request, Route};
 
-use crate::addr::{Cidr, parse_ip};
 use crate::conf::{mode_name, resolve};
+use guest_sdk::cidr::{Cidr, parse_ip};
 
 /// Check the sandbox against `prevResult`; `Ok` when everything matches.
 pub(crate) fn check(host: &dyn Host, request: &Request) -> Result<(), PluginError> {

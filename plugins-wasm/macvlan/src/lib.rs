@@ -8,7 +8,6 @@
 //! `prevResult`. Unlike the reference, mode `source` is supported.
 
 mod add;
-mod addr;
 mod check;
 mod conf;
 mod mac;

@@ -13,7 +13,7 @@ use guest_sdk::netconf::{DnsConf, cni_args, parse};
 use guest_sdk::{CniResult, Dns, IpConfig, PluginError, Request, Route};
 use serde::Deserialize;
 
-use crate::addr::{Cidr, parse_ip};
+use guest_sdk::cidr::{Cidr, parse_ip};
 
 /// The fields of the (parent's) network configuration static reads.
 #[derive(Debug, Default, Deserialize)]

@@ -6,7 +6,6 @@
 //! compares the configured gateways with `prevResult`; DEL, GC and STATUS
 //! have nothing to do. static keeps no state: it never touches the store.
 
-mod addr;
 mod conf;
 
 #[cfg(test)]
@@ -14,7 +13,7 @@ mod tests;
 
 use guest_sdk::{CniResult, Command, Ipam, IpamHost, PluginError, Request};
 
-use crate::addr::Cidr;
+use guest_sdk::cidr::{Cidr, parse_ip};
 
 /// The static IPAM plugin.
 #[derive(Debug)]
@@ -49,7 +48,7 @@ fn check(request: &Request) -> Result<(), PluginError> {
                     ip_config.address
                 ))
             })?;
-            let gateway = ip_config.gateway.as_deref().and_then(addr::parse_ip);
+            let gateway = ip_config.gateway.as_deref().and_then(parse_ip);
             Ok((address, gateway))
         })
         .collect::<Result<Vec<_>, PluginError>>()?;

@@ -8,9 +8,16 @@ use std::net::IpAddr;
 /// An address with its prefix length. The address keeps its host bits
 /// (`10.1.2.3/24` stays `10.1.2.3/24`), as a CNI `ips[].address` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Cidr {
+pub struct Cidr {
     pub address: IpAddr,
     pub prefix_len: u8,
+}
+
+fn address_bits(address: IpAddr) -> u8 {
+    match address {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
 }
 
 impl Cidr {
@@ -39,22 +46,29 @@ impl Cidr {
         self.address.is_ipv4()
     }
 
+    /// True for `0.0.0.0/0` and `::/0`.
+    pub fn is_default(&self) -> bool {
+        self.prefix_len == 0
+    }
+
+    fn mask_v4(&self) -> u32 {
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len))
+            .unwrap_or(0)
+    }
+
+    fn mask_v6(&self) -> u128 {
+        u128::MAX
+            .checked_shl(128 - u32::from(self.prefix_len))
+            .unwrap_or(0)
+    }
+
     /// The same prefix with the host bits cleared (`10.1.2.3/24` gives
     /// `10.1.2.0/24`).
     pub fn network(&self) -> Cidr {
         let address = match self.address {
-            IpAddr::V4(v4) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix_len))
-                    .unwrap_or(0);
-                IpAddr::V4((u32::from(v4) & mask).into())
-            }
-            IpAddr::V6(v6) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix_len))
-                    .unwrap_or(0);
-                IpAddr::V6((u128::from(v6) & mask).into())
-            }
+            IpAddr::V4(v4) => IpAddr::V4((u32::from(v4) & self.mask_v4()).into()),
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & self.mask_v6()).into()),
         };
         Cidr {
             address,
@@ -62,9 +76,17 @@ impl Cidr {
         }
     }
 
-    /// True for `0.0.0.0/0` and `::/0`.
-    pub fn is_default(&self) -> bool {
-        self.prefix_len == 0
+    /// Whether `ip` lies in this prefix (never across families).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.address, ip) {
+            (IpAddr::V4(network), IpAddr::V4(candidate)) => {
+                u32::from(network) & self.mask_v4() == u32::from(candidate) & self.mask_v4()
+            }
+            (IpAddr::V6(network), IpAddr::V6(candidate)) => {
+                u128::from(network) & self.mask_v6() == u128::from(candidate) & self.mask_v6()
+            }
+            _ => false,
+        }
     }
 }
 
@@ -75,15 +97,8 @@ impl fmt::Display for Cidr {
 }
 
 /// Parse a bare IPv4 or IPv6 address (no zone, no prefix).
-pub(crate) fn parse_ip(text: &str) -> Option<IpAddr> {
+pub fn parse_ip(text: &str) -> Option<IpAddr> {
     text.parse().ok()
-}
-
-fn address_bits(address: IpAddr) -> u8 {
-    match address {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
-    }
 }
 
 #[cfg(test)]
@@ -109,9 +124,12 @@ mod tests {
             "10.0.0.2/33",
             "2001:db8::1/129",
             "10.0.0.2/+4",
+            "10.0.0.2/-1",
+            "10.0.0.2/x",
             "10.0.0.256/24",
             "fe80::1%eth0/64",
             "/24",
+            "",
         ] {
             assert_eq!(Cidr::parse(bad), None, "{bad} should not parse");
         }
@@ -136,5 +154,23 @@ mod tests {
         );
         assert!(Cidr::parse("::/0").unwrap().is_default());
         assert!(!Cidr::parse("::/1").unwrap().is_default());
+    }
+
+    #[test]
+    fn contains_compares_the_network_bits_of_one_family() {
+        let cidr = Cidr::parse("10.10.0.1/24").unwrap();
+        assert!(cidr.contains("10.10.0.254".parse().unwrap()));
+        assert!(!cidr.contains("10.10.1.1".parse().unwrap()));
+        assert!(!cidr.contains("::ffff:10.10.0.254".parse().unwrap()));
+        let everything = Cidr::parse("0.0.0.0/0").unwrap();
+        assert!(everything.contains("192.0.2.1".parse().unwrap()));
+        let v6 = Cidr::parse("3ffe:ffff:0:1ff::1/64").unwrap();
+        assert!(v6.contains("3ffe:ffff:0:1ff::fe".parse().unwrap()));
+        assert!(!v6.contains("3ffe:ffff:0:2ff::1".parse().unwrap()));
+        assert!(
+            Cidr::parse("2001:db8::1/128")
+                .unwrap()
+                .contains("2001:db8::1".parse().unwrap())
+        );
     }
 }
