@@ -35,22 +35,6 @@ fn seed_nad_config() -> Value {
     serde_json::from_str(config).expect("seed NAD config is JSON")
 }
 
-/// Names of the links of `netns`, sorted.
-fn links(netns: &Netns) -> Vec<String> {
-    let mut names: Vec<String> = netns
-        .ip_json(&["link", "show"])
-        .as_array()
-        .map(|links| {
-            links
-                .iter()
-                .filter_map(|link| link["ifname"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 fn mac_of(netns: &Netns, dev: &str) -> String {
     netns.ip_json(&["link", "show", "dev", dev])[0]["address"]
         .as_str()
@@ -258,7 +242,7 @@ impl Cluster {
     /// The node holds only its own links (no ptp veth left).
     fn assert_node_clean(&self) {
         assert_eq!(
-            links(&self.node.netns),
+            support::link_names(&self.node.netns),
             vec!["ens3", "ens3-peer", "lo"],
             "the node keeps only its own links"
         );
@@ -266,7 +250,11 @@ impl Cluster {
 
     /// Nothing of any pod is left: links, reservations, cache.
     fn assert_nothing_left(&self, pod: &Netns, what: &str) {
-        assert_eq!(links(pod), vec!["lo"], "{what}: links left in the pod");
+        assert_eq!(
+            support::link_names(pod),
+            vec!["lo"],
+            "{what}: links left in the pod"
+        );
         assert!(
             self.reservations().is_empty(),
             "{what}: reservations left: {:?}",
@@ -364,7 +352,7 @@ fn seed_scenario(
     assert_eq!(link_kind(&pod, "net1"), "macvlan");
     assert_eq!(pod.addresses("net1"), vec!["192.168.1.200/24"]);
     assert_eq!(
-        links(&pod),
+        support::link_names(&pod),
         vec!["eth0", "lo", "net1"],
         "the pod has its cluster and its macvlan interface"
     );
@@ -421,7 +409,10 @@ fn seed_scenario(
     let output = cni.call("ADD", &cluster.config);
     output.ok();
     let eth0_ip = assert_cluster_result(&pod, &output.json(), "1.0.0");
-    assert_eq!(links(&pod), vec!["eth0", "lo", "net1", "net2"]);
+    assert_eq!(
+        support::link_names(&pod),
+        vec!["eth0", "lo", "net1", "net2"]
+    );
     assert_eq!(pod.addresses("net1"), vec!["192.168.1.201/24"]);
     assert_eq!(pod.addresses("net2"), vec!["192.168.1.202/24"]);
     assert_eq!(link_kind(&pod, "net2"), "macvlan");
@@ -559,7 +550,7 @@ fn del_works_from_the_cache_with_the_api_server_down() {
     let pod = Netns::new("mwp");
     let cni = cluster.cni(&pod, "down", "uid-down");
     cni.call("ADD", &cluster.config).ok();
-    assert_eq!(links(&pod), vec!["eth0", "lo", "net1"]);
+    assert_eq!(support::link_names(&pod), vec!["eth0", "lo", "net1"]);
     assert_eq!(cluster.reservations().len(), 2);
 
     cluster.server().stop();
@@ -634,7 +625,7 @@ fn the_json_annotation_sets_interface_ip_and_mac() {
     let output = cni.call("ADD", &cluster.config);
     output.ok();
     let eth0_ip = assert_cluster_result(&pod, &output.json(), "1.0.0");
-    assert_eq!(links(&pod), vec!["data0", "eth0", "lo"]);
+    assert_eq!(support::link_names(&pod), vec!["data0", "eth0", "lo"]);
     assert_eq!(link_kind(&pod, "data0"), "macvlan");
     assert_eq!(pod.addresses("data0"), vec!["192.168.1.210/24"]);
     assert_eq!(mac_of(&pod, "data0"), "c2:11:22:33:44:55");
@@ -689,7 +680,7 @@ fn an_interface_name_already_taken_fails_the_add_and_attaches_nothing() {
         message.contains("net1") && message.contains("already exists"),
         "{message}"
     );
-    assert_eq!(links(&pod), vec!["lo", "net1", "peer1"]);
+    assert_eq!(support::link_names(&pod), vec!["lo", "net1", "peer1"]);
     assert_eq!(
         link_kind(&pod, "net1"),
         "veth",
@@ -740,11 +731,11 @@ fn check_after_add_and_gc_of_pods_no_longer_listed() {
     gc_cni.call("GC", &gc).ok();
 
     assert_eq!(
-        links(&gone),
+        support::link_names(&gone),
         vec!["lo"],
         "GC deleted the unlisted pod's links"
     );
-    assert_eq!(links(&kept), vec!["eth0", "lo", "net1"]);
+    assert_eq!(support::link_names(&kept), vec!["eth0", "lo", "net1"]);
     assert_eq!(
         cluster.reservations(),
         vec![

@@ -24,22 +24,6 @@ use support::{
 const REFERENCE_HOST_LOCAL: &str = "/usr/lib/cni/host-local";
 const CNI_PATH: &str = "/usr/lib/cni";
 
-/// Names of the links of `netns`, sorted.
-fn links(netns: &Netns) -> Vec<String> {
-    let mut names: Vec<String> = netns
-        .ip_json(&["link", "show"])
-        .as_array()
-        .map(|links| {
-            links
-                .iter()
-                .filter_map(|link| link["ifname"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 /// Every link of `netns` with what a plan could change (flags, MTU, MAC,
 /// master, kind), sorted by name.
 fn link_state(netns: &Netns) -> Vec<Value> {
@@ -68,7 +52,7 @@ fn link_state(netns: &Netns) -> Vec<Value> {
 /// The node namespace holds only its own links.
 fn assert_node_links(node: &Node, what: &str) {
     assert_eq!(
-        links(&node.netns),
+        support::link_names(&node.netns),
         vec!["ens3", "ens3-peer", "lo"],
         "{what}: the node keeps only its own links"
     );
@@ -348,7 +332,11 @@ fn sixty_four_parallel_adds_get_distinct_addresses_and_parallel_dels_free_them()
         reservations(&network_dir)
     );
     for (index, pod) in pods.iter().enumerate() {
-        assert_eq!(links(pod), vec!["lo"], "pod {index} after DEL");
+        assert_eq!(
+            support::link_names(pod),
+            vec!["lo"],
+            "pod {index} after DEL"
+        );
     }
     assert!(cache_files(&dir.path().join("cni")).is_empty());
     assert_node_links(&node, "after the parallel DELs");
@@ -451,7 +439,7 @@ fn ours_and_the_reference_host_local_allocate_in_parallel_on_one_directory() {
         reservations(&network_dir)
     );
     for pod in &pods {
-        assert_eq!(links(pod), vec!["lo"]);
+        assert_eq!(support::link_names(pod), vec!["lo"]);
     }
     assert!(cache_files(&dir.path().join("cni")).is_empty());
     assert_node_links(&node, "after the DELs");
@@ -530,7 +518,11 @@ fn a_guest_trapping_mid_add_leaves_nothing() {
             "{network}: reservation left: {:?}",
             reservations(&network_dir)
         );
-        assert_eq!(links(&pod), vec!["lo"], "{network}: links left in the pod");
+        assert_eq!(
+            support::link_names(&pod),
+            vec!["lo"],
+            "{network}: links left in the pod"
+        );
         assert!(
             cache_files(&cni_dir).is_empty(),
             "{network}: cache left: {:?}",
@@ -642,7 +634,7 @@ fn sigkill_at_random_points_then_del_leaves_a_clean_node() {
         eprintln!("{what}: exit {status:?}");
 
         let left = (
-            links(&pod).len() > 1,
+            support::link_names(&pod).len() > 1,
             !reservations(&network_dir).is_empty(),
             !cache_files(&cni_dir).is_empty(),
         );
@@ -662,7 +654,11 @@ fn sigkill_at_random_points_then_del_leaves_a_clean_node() {
             "{what}: DEL failed: {} {}",
             del.stdout, del.stderr
         );
-        assert_eq!(links(&pod), vec!["lo"], "{what}: links left in the pod");
+        assert_eq!(
+            support::link_names(&pod),
+            vec!["lo"],
+            "{what}: links left in the pod"
+        );
         assert_node_links(&node, &what);
         assert!(
             reservations(&network_dir).is_empty(),

@@ -142,6 +142,22 @@ impl Drop for Netns {
     }
 }
 
+/// Names of the links of `netns`, sorted.
+pub fn link_names(netns: &Netns) -> Vec<String> {
+    let mut names: Vec<String> = netns
+        .ip_json(&["link", "show"])
+        .as_array()
+        .map(|links| {
+            links
+                .iter()
+                .filter_map(|link| link["ifname"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// A node: a namespace holding `ens3` (one end of a veth pair, up), where
 /// the CNI binary runs.
 pub struct Node {
