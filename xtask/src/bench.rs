@@ -118,9 +118,7 @@ pub fn run(args: &[String]) -> Result<()> {
             .arg(iterations.to_string())
             .arg(&binary)
             .arg(&scratch);
-        for (plugin_type, path, digest) in &plugins {
-            command.arg(format!("{plugin_type}={}={digest}", path.display()));
-        }
+        command.args(util::plugin_args(&plugins));
         util::run(&mut command)
     })();
     let _ = util::output(Command::new("ip").args(["netns", "del", NODE]));
@@ -213,16 +211,7 @@ pub fn inner(args: &[String]) -> Result<()> {
         .map_err(|_| "bad iterations".to_string())?;
     let binary = PathBuf::from(binary);
     let scratch = PathBuf::from(scratch);
-    let mut wasm_plugins = serde_json::Map::new();
-    for spec in plugin_args {
-        let mut parts = spec.splitn(3, '=');
-        let (Some(plugin_type), Some(path), Some(digest)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(format!("bad plugin argument {spec:?}"));
-        };
-        wasm_plugins.insert(plugin_type.into(), json!({"path": path, "sha256": digest}));
-    }
+    let wasm_plugins = util::wasm_plugins(plugin_args)?;
     let netconf = |data_dir: &Path| {
         json!({
             "cniVersion": "1.0.0", "name": "macvlan-conf", "type": "macvlan", "master": "ens3", "mode": "bridge",

@@ -48,9 +48,7 @@ pub fn run() -> Result<()> {
         .args(["--mount", "--propagation", "private", "--"])
         .arg(xtask)
         .arg("demo-inner");
-    for (plugin_type, path, digest) in plugins {
-        command.arg(format!("{plugin_type}={}={digest}", path.display()));
-    }
+    command.args(util::plugin_args(&plugins));
     util::run(&mut command)
 }
 
@@ -106,16 +104,7 @@ pub fn inner(plugin_args: &[String]) -> Result<()> {
     sh(&["ip", "-n", NODE, "link", "set", "ens3", "up"])?;
     sh(&["ip", "-n", NODE, "link", "set", "ens3-peer", "up"])?;
 
-    let mut wasm_plugins = serde_json::Map::new();
-    for spec in plugin_args {
-        let mut parts = spec.splitn(3, '=');
-        let (Some(plugin_type), Some(path), Some(digest)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(format!("bad plugin argument {spec:?}"));
-        };
-        wasm_plugins.insert(plugin_type.into(), json!({"path": path, "sha256": digest}));
-    }
+    let wasm_plugins = util::wasm_plugins(plugin_args)?;
     let cluster_network = work.join("net.d/10-ptp.conflist");
     std::fs::write(
         &cluster_network,

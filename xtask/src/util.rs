@@ -96,3 +96,29 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .map(|byte| format!("{byte:02x}"))
         .collect()
 }
+
+/// Built plugins as arguments for an inner run: `type=path=sha256`.
+pub fn plugin_args(plugins: &[(String, PathBuf, String)]) -> Vec<String> {
+    plugins
+        .iter()
+        .map(|(plugin_type, path, digest)| format!("{plugin_type}={}={digest}", path.display()))
+        .collect()
+}
+
+/// The host config's `wasmPlugins` from [`plugin_args`] arguments.
+pub fn wasm_plugins(args: &[String]) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut plugins = serde_json::Map::new();
+    for spec in args {
+        let mut parts = spec.splitn(3, '=');
+        let (Some(plugin_type), Some(path), Some(digest)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("bad plugin argument {spec:?}"));
+        };
+        plugins.insert(
+            plugin_type.into(),
+            serde_json::json!({"path": path, "sha256": digest}),
+        );
+    }
+    Ok(plugins)
+}
