@@ -134,6 +134,7 @@ impl Cluster {
             "cniDir": root.join("cni"),
             "manifestDir": root.join("manifests"),
             "wasmCacheDir": root.join("cache"),
+            "ipamDataRoots": [root],
             "wasmPlugins": shipped_plugins(),
             "logFile": root.join("multus-wasm.log"),
             "logLevel": "debug",

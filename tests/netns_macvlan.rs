@@ -99,7 +99,10 @@ fn add_one(
 ) -> (Node, Netns, tempfile::TempDir, support::CniOutput, Value) {
     let node = Node::new();
     let dir = scratch();
-    let config = delegates_config(dir.path(), vec![netconf]);
+    let mut config = delegates_config(dir.path(), vec![netconf]);
+    // passthru and source need the operator's word (the default allows
+    // bridge, private and vepa).
+    config["allowedMacvlanModes"] = json!(["bridge", "private", "vepa", "passthru", "source"]);
     let pod = Netns::new("mwp");
     let output = {
         let mut cni = Cni::new(&node, &pod, "mode-test");

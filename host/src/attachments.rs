@@ -115,6 +115,15 @@ pub enum AttachError {
         legacy_argument: &'static str,
         types: Vec<String>,
     },
+    /// A NAD's `ipam.dataDir` points outside the operator's data roots.
+    #[error(
+        "network {network:?} sets ipam.dataDir {data_dir:?}, which is not under the operator's ipamDataRoots {roots:?}"
+    )]
+    DataDirOutsideRoots {
+        network: String,
+        data_dir: String,
+        roots: Vec<PathBuf>,
+    },
     /// A selection value could not be encoded into runtimeConfig.
     #[error("cannot encode {capability} of network {network:?} into runtimeConfig: {message}")]
     EncodeRuntimeConfig {
@@ -140,7 +149,8 @@ impl AttachError {
             | AttachError::NamespaceIsolation { .. }
             | AttachError::DuplicateIfname { .. }
             | AttachError::Ecmp { .. }
-            | AttachError::MissingCapability { .. } => 7,
+            | AttachError::MissingCapability { .. }
+            | AttachError::DataDirOutsideRoots { .. } => 7,
             AttachError::ConfDirRead { .. }
             | AttachError::ConfFileRead { .. }
             | AttachError::NoNetworkInConfDir { .. }
@@ -320,6 +330,40 @@ pub fn declared_capabilities(config: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// Every explicit `ipam.dataDir` of the delegate's plugins must be an
+/// absolute, normalized path under one of `roots` (component-wise), so a
+/// NAD cannot make an IPAM plugin create directories, or write
+/// reservations, anywhere else on the node. An unset `dataDir` is the
+/// plugin's own default.
+pub fn check_ipam_data_dirs(
+    network: &str,
+    config: &Value,
+    roots: &[PathBuf],
+) -> Result<(), AttachError> {
+    for plugin in plugin_configs(config) {
+        let Some(data_dir) = plugin.get("ipam").and_then(|ipam| ipam.get("dataDir")) else {
+            continue;
+        };
+        let text = match data_dir {
+            Value::Null => continue,
+            Value::String(text) if text.is_empty() => continue,
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        let path = std::path::Path::new(&text);
+        let inside = crate::config::is_normal_absolute(path)
+            && roots.iter().any(|root| path.starts_with(root));
+        if !inside {
+            return Err(AttachError::DataDirOutsideRoots {
+                network: network.into(),
+                data_dir: text,
+                roots: roots.to_vec(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Every plugin `type` and `ipam.type` of the delegate.
 pub fn delegate_types(config: &Value) -> BTreeSet<String> {
     let mut types = BTreeSet::new();
@@ -445,6 +489,11 @@ pub struct DelegateSpec {
     pub ifname: String,
     /// The cluster network (or its replacement by the default-network annotation).
     pub is_master: bool,
+    /// Written by the operator (clusterNetwork, `delegates`,
+    /// `defaultNetworks`) rather than chosen through a pod annotation: its
+    /// plugin types may run natively whatever `nativePlugins` says, and its
+    /// `ipam.dataDir` is not limited to `ipamDataRoots`.
+    pub operator: bool,
     /// Requested addresses (IP or CIDR, as written).
     pub ips: Vec<String>,
     /// Requested MAC, lowercase colon form.
@@ -472,6 +521,7 @@ impl DelegateSpec {
             interface_request: None,
             ifname: String::new(),
             is_master: true,
+            operator: true,
             ips: Vec::new(),
             mac: None,
             infiniband_guid: None,
@@ -504,6 +554,7 @@ impl DelegateSpec {
             interface_request,
             ifname: String::new(),
             is_master: false,
+            operator: false,
             ips: selection.ips.clone().unwrap_or_default(),
             mac: selection.mac.clone(),
             infiniband_guid: selection.infiniband_guid.clone(),
@@ -782,6 +833,39 @@ pub fn legacy_cni_args(spec: &DelegateSpec) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipam_data_dirs_stay_under_the_operators_roots() {
+        let roots = vec![PathBuf::from("/var/lib/cni/networks")];
+        let with = |data_dir: Value| json!({"type": "macvlan", "ipam": {"type": "host-local", "dataDir": data_dir}});
+        for ok in [
+            json!("/var/lib/cni/networks"),
+            json!("/var/lib/cni/networks/tenant-a"),
+            json!(""),
+            Value::Null,
+        ] {
+            check_ipam_data_dirs("n", &with(ok.clone()), &roots).unwrap_or_else(|err| panic!("{ok}: {err}"));
+        }
+        check_ipam_data_dirs("n", &json!({"type": "bridge"}), &roots).unwrap();
+        for bad in [
+            json!("/etc/cron.d"),
+            json!("/var/lib/cni/networks/../../../etc"),
+            json!("/var/lib/cni/networks/./x"),
+            json!("/var/lib/cni/networks-evil"),
+            json!("relative/dir"),
+            json!(42),
+        ] {
+            let err = check_ipam_data_dirs("tenant/net", &with(bad.clone()), &roots).unwrap_err();
+            assert_eq!(err.cni_code(), 7, "{bad}");
+            assert!(err.to_string().contains("ipamDataRoots"), "{err}");
+        }
+        // Every plugin of a conflist is checked.
+        let list = json!({"cniVersion": "1.0.0", "name": "l", "plugins": [
+            {"type": "macvlan", "ipam": {"type": "host-local", "dataDir": "/var/lib/cni/networks"}},
+            {"type": "tuning", "ipam": {"dataDir": "/tmp/x"}}
+        ]});
+        assert!(check_ipam_data_dirs("l", &list, &roots).is_err());
+    }
     use serde_json::json;
     use std::sync::atomic::{AtomicUsize, Ordering};
 

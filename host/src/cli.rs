@@ -353,7 +353,7 @@ fn run(args: &RunArgs) -> Result<String, CniError> {
                 }
             };
             let network = config.get("name").and_then(Value::as_str).unwrap_or("");
-            let store = DirStore::open_locked(&state_dir, network)
+            let store = DirStore::open_locked(&state_dir, network, store_options(&sandbox))
                 .map_err(|err| CniError::io_failure(err.to_string()))?;
             let (result, stats) = sandbox.call_ipam(&plugin, links, Box::new(store), &request)?;
             (Vec::new(), result, stats)
@@ -440,7 +440,7 @@ fn bench(args: &BenchArgs) -> Result<String, CniError> {
             World::Ipam => {
                 let mut request = request.clone();
                 request.container_id = format!("bench-{iteration}");
-                let store = DirStore::open_locked(state.path(), &network)
+                let store = DirStore::open_locked(state.path(), &network, store_options(&sandbox))
                     .map_err(|err| CniError::io_failure(err.to_string()))?;
                 sandbox
                     .call_ipam(
@@ -645,5 +645,14 @@ mod rustix_signal {
         unsafe {
             signal(signum, handler);
         }
+    }
+}
+
+/// How the CLI opens a throwaway IPAM store: the call's deadline, the
+/// default key cap.
+fn store_options(sandbox: &Sandbox) -> crate::store::ipam::StoreOptions {
+    crate::store::ipam::StoreOptions {
+        lock_deadline: std::time::Instant::now() + sandbox.limits().timeout,
+        max_keys: crate::store::ipam::DEFAULT_MAX_KEYS,
     }
 }

@@ -36,7 +36,18 @@ pub fn main() -> i32 {
 /// Run one CNI command; returns what to print on stdout and the exit code.
 pub fn run(vars: impl IntoIterator<Item = (String, String)>, stdin: &[u8]) -> (String, i32) {
     let version = requested_version(stdin);
-    match dispatch(vars, stdin) {
+    let vars: Vec<(String, String)> = vars.into_iter().collect();
+    let outcome = if vars
+        .iter()
+        .any(|(key, _)| key == crate::delegate::exec::NESTED_ENV)
+    {
+        Err(CniError::invalid_network_config(
+            "multus-wasm was exec'd as a delegate of multus-wasm: a nested call is refused (its stdin is a network config, not a host config)",
+        ))
+    } else {
+        dispatch(vars, stdin)
+    };
+    match outcome {
         Ok(output) => (output, 0),
         Err(err) => {
             tracing::error!(code = err.code, error = %err, "CNI command failed");

@@ -33,6 +33,42 @@ pub const DEFAULT_GLOBAL_NAMESPACES: &[&str] = &["default"];
 pub const DEFAULT_WASM_CACHE_DIR: &str = "/var/lib/multus-wasm/cache";
 /// The default directory of NAD and pod manifests used without a cluster.
 pub const DEFAULT_MANIFEST_DIR: &str = "/etc/multus-wasm/manifests";
+/// The native plugin types a NAD may name when `nativePlugins` is unset:
+/// the reference plugins a Multus user expects, less `host-device` (it moves
+/// a node interface into the pod). The operator's own networks (cluster
+/// network, `delegates`, `defaultNetworks`) may always run their types.
+pub const DEFAULT_NATIVE_PLUGINS: &[&str] = &[
+    "bandwidth",
+    "bridge",
+    "dhcp",
+    "dummy",
+    "firewall",
+    "host-local",
+    "ipvlan",
+    "loopback",
+    "macvlan",
+    "portmap",
+    "ptp",
+    "sbr",
+    "static",
+    "tap",
+    "tuning",
+    "vlan",
+    "vrf",
+];
+/// Names of meta-plugins that are never exec'd as delegates, whatever
+/// `nativePlugins` says: ours and Multus's (a nested meta-plugin would take
+/// the NAD's JSON as its whole host config).
+pub const META_PLUGIN_NAMES: &[&str] = &["multus-wasm", "multus-wasm-shim", "multus", "multus-shim"];
+/// The macvlan modes allowed on a master when `allowedMacvlanModes` does not
+/// say otherwise: the ones that leave the master and its other children alone.
+pub const DEFAULT_MACVLAN_MODES: &[&str] = &["bridge", "private", "vepa"];
+/// Every macvlan mode name.
+pub const MACVLAN_MODES: &[&str] = &["bridge", "private", "vepa", "passthru", "source"];
+/// The key of `allowedMacvlanModes` that applies to every master not listed.
+pub const ANY_MASTER: &str = "*";
+/// The default IPAM data root (the reference host-local's default dataDir).
+pub const DEFAULT_IPAM_DATA_ROOT: &str = "/var/lib/cni/networks";
 
 /// Multus's log levels, from least to most verbose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -114,6 +150,8 @@ pub struct WasmLimits {
     pub max_ops: Option<u32>,
     /// Longest string a guest may return, in bytes.
     pub max_string_bytes: Option<u32>,
+    /// Most keys one network's IPAM store may hold.
+    pub store_max_keys: Option<u32>,
 }
 
 /// Where the pod's primary (master) network comes from.
@@ -185,6 +223,16 @@ pub struct MultusConfig {
     pub allowed_masters: Option<Vec<String>>,
     /// `manifestDir`.
     pub manifest_dir: PathBuf,
+    /// `nativePlugins`: the native plugin types a NAD's attachment may exec;
+    /// `None` means [`DEFAULT_NATIVE_PLUGINS`].
+    pub native_plugins: Option<Vec<String>>,
+    /// `allowedMacvlanModes`: macvlan modes allowed per master name, with
+    /// [`ANY_MASTER`] for the rest; a plain list in the config applies to
+    /// every master.
+    pub allowed_macvlan_modes: BTreeMap<String, Vec<String>>,
+    /// `ipamDataRoots`: the directories under which a NAD's `ipam.dataDir`
+    /// may point.
+    pub ipam_data_roots: Vec<PathBuf>,
 }
 
 /// The result of [`MultusConfig::parse`].
@@ -234,6 +282,14 @@ pub enum ConfigError {
     /// Neither `clusterNetwork` nor `delegates` is set.
     #[error("at least one delegate/clusterNetwork must be specified")]
     NoPrimaryNetwork,
+    /// `allowedMacvlanModes` names a mode that does not exist.
+    #[error(
+        "allowedMacvlanModes names unknown macvlan mode {mode:?}: expected bridge, private, vepa, passthru or source"
+    )]
+    UnknownMacvlanMode { mode: String },
+    /// An `ipamDataRoots` entry is not an absolute, normalized path.
+    #[error("ipamDataRoots entry {} must be an absolute path without . or .. components", path.display())]
+    InvalidDataRoot { path: PathBuf },
 }
 
 impl ConfigError {
@@ -250,7 +306,9 @@ impl ConfigError {
             | ConfigError::RelativePluginPath { .. }
             | ConfigError::InvalidDigest { .. }
             | ConfigError::ZeroLimit { .. }
-            | ConfigError::NoPrimaryNetwork => 7,
+            | ConfigError::NoPrimaryNetwork
+            | ConfigError::UnknownMacvlanMode { .. }
+            | ConfigError::InvalidDataRoot { .. } => 7,
         }
     }
 }
@@ -323,6 +381,9 @@ impl MultusConfig {
             allowed_masters: take(&mut fields, "allowedMasters")?,
             manifest_dir: take_path(&mut fields, "manifestDir")?
                 .unwrap_or_else(|| DEFAULT_MANIFEST_DIR.into()),
+            native_plugins: take(&mut fields, "nativePlugins")?,
+            allowed_macvlan_modes: take_macvlan_modes(&mut fields)?,
+            ipam_data_roots: take_data_roots(&mut fields)?,
         };
         // Multus parses `prevResult` and never uses it; a runtime may send it.
         fields.remove("prevResult");
@@ -333,6 +394,15 @@ impl MultusConfig {
             config,
             unknown_fields,
         })
+    }
+
+    /// Whether a NAD's attachment may exec the native plugin `plugin_type`
+    /// (the operator's own networks are not limited by this list).
+    pub fn native_plugin_allowed(&self, plugin_type: &str) -> bool {
+        match &self.native_plugins {
+            Some(list) => list.iter().any(|allowed| allowed == plugin_type),
+            None => DEFAULT_NATIVE_PLUGINS.contains(&plugin_type),
+        }
     }
 
     /// The primary network: `clusterNetwork` when set (then `delegates` is
@@ -426,6 +496,55 @@ fn take_wasm_plugins(
     Ok(plugins)
 }
 
+/// `allowedMacvlanModes`: a list (every master) or an object of master name
+/// to list, `"*"` for the masters not named. Unset: bridge, private, vepa.
+fn take_macvlan_modes(
+    fields: &mut Map<String, Value>,
+) -> Result<BTreeMap<String, Vec<String>>, ConfigError> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum RawModes {
+        Everywhere(Vec<String>),
+        PerMaster(BTreeMap<String, Vec<String>>),
+    }
+    let mut modes = match take::<RawModes>(fields, "allowedMacvlanModes")? {
+        None => BTreeMap::new(),
+        Some(RawModes::Everywhere(list)) => BTreeMap::from([(ANY_MASTER.to_string(), list)]),
+        Some(RawModes::PerMaster(map)) => map,
+    };
+    modes
+        .entry(ANY_MASTER.to_string())
+        .or_insert_with(|| owned(DEFAULT_MACVLAN_MODES));
+    for mode in modes.values().flatten() {
+        if !MACVLAN_MODES.contains(&mode.as_str()) {
+            return Err(ConfigError::UnknownMacvlanMode { mode: mode.clone() });
+        }
+    }
+    Ok(modes)
+}
+
+/// `ipamDataRoots`: absolute, normalized directories.
+fn take_data_roots(fields: &mut Map<String, Value>) -> Result<Vec<PathBuf>, ConfigError> {
+    let roots: Vec<PathBuf> = take(fields, "ipamDataRoots")?
+        .unwrap_or_else(|| vec![PathBuf::from(DEFAULT_IPAM_DATA_ROOT)]);
+    for root in &roots {
+        if !is_normal_absolute(root) {
+            return Err(ConfigError::InvalidDataRoot { path: root.clone() });
+        }
+    }
+    Ok(roots)
+}
+
+/// An absolute path made only of plain names (no `.`, `..`).
+pub fn is_normal_absolute(path: &std::path::Path) -> bool {
+    use std::path::Component;
+    path.is_absolute()
+        && path
+            .components()
+            .all(|component| matches!(component, Component::RootDir | Component::Normal(_)))
+        && !path.to_string_lossy().split('/').any(|part| part == "." || part == "..")
+}
+
 fn take_wasm_limits(fields: &mut Map<String, Value>) -> Result<WasmLimits, ConfigError> {
     let limits: WasmLimits = take(fields, "wasmLimits")?.unwrap_or_default();
     let zero_limit = [
@@ -435,6 +554,7 @@ fn take_wasm_limits(fields: &mut Map<String, Value>) -> Result<WasmLimits, Confi
         ("maxStackKiB", limits.max_stack_kib == Some(0)),
         ("maxOps", limits.max_ops == Some(0)),
         ("maxStringBytes", limits.max_string_bytes == Some(0)),
+        ("storeMaxKeys", limits.store_max_keys == Some(0)),
     ]
     .into_iter()
     .find(|(_, is_zero)| *is_zero);
@@ -506,6 +626,12 @@ mod tests {
             wasm_limits: WasmLimits::default(),
             allowed_masters: None,
             manifest_dir: "/etc/multus-wasm/manifests".into(),
+            native_plugins: None,
+            allowed_macvlan_modes: BTreeMap::from([(
+                "*".to_string(),
+                vec!["bridge".into(), "private".into(), "vepa".into()],
+            )]),
+            ipam_data_roots: vec!["/var/lib/cni/networks".into()],
         };
         assert_eq!(parsed.config, expected);
         assert!(parsed.unknown_fields.is_empty());
@@ -543,8 +669,11 @@ mod tests {
             "runtimeConfig": {"portMappings": []},
             "wasmPlugins": {"macvlan": {"path": "/plugins/macvlan.wasm", "sha256": DIGEST}},
             "wasmCacheDir": "/tmp/cache",
-            "wasmLimits": {"fuel": 10, "timeoutMs": 20, "memoryMiB": 30, "maxStackKiB": 40, "maxOps": 50, "maxStringBytes": 60},
+            "wasmLimits": {"fuel": 10, "timeoutMs": 20, "memoryMiB": 30, "maxStackKiB": 40, "maxOps": 50, "maxStringBytes": 60, "storeMaxKeys": 70},
             "allowedMasters": ["ens3"],
+            "nativePlugins": ["ptp"],
+            "allowedMacvlanModes": {"ens3": ["passthru"]},
+            "ipamDataRoots": ["/srv/ipam"],
             "manifestDir": "/tmp/manifests",
             "prevResult": {"cniVersion": "0.4.0"}
         }))
@@ -599,9 +728,23 @@ mod tests {
                 memory_mib: Some(30),
                 max_stack_kib: Some(40),
                 max_ops: Some(50),
-                max_string_bytes: Some(60)
+                max_string_bytes: Some(60),
+                store_max_keys: Some(70),
             }
         );
+        assert_eq!(config.native_plugins, Some(vec!["ptp".to_string()]));
+        assert!(config.native_plugin_allowed("ptp") && !config.native_plugin_allowed("bridge"));
+        assert_eq!(
+            config.allowed_macvlan_modes,
+            BTreeMap::from([
+                ("ens3".to_string(), vec!["passthru".to_string()]),
+                (
+                    "*".to_string(),
+                    vec!["bridge".into(), "private".into(), "vepa".into()]
+                ),
+            ])
+        );
+        assert_eq!(config.ipam_data_roots, vec![PathBuf::from("/srv/ipam")]);
         assert_eq!(config.allowed_masters, Some(vec!["ens3".to_string()]));
         assert_eq!(config.manifest_dir, PathBuf::from("/tmp/manifests"));
         assert_eq!(config.primary(), PrimaryNetwork::Delegates(&[delegate]));
@@ -731,7 +874,22 @@ mod tests {
             (
                 json!({"clusterNetwork": "c", "wasmLimits": {"timeoutMS": 5}}),
                 7,
-                r#"invalid "wasmLimits" in multus config: unknown field `timeoutMS`, expected one of `fuel`, `timeoutMs`, `memoryMiB`, `maxStackKiB`, `maxOps`, `maxStringBytes`"#,
+                r#"invalid "wasmLimits" in multus config: unknown field `timeoutMS`, expected one of `fuel`, `timeoutMs`, `memoryMiB`, `maxStackKiB`, `maxOps`, `maxStringBytes`, `storeMaxKeys`"#,
+            ),
+            (
+                json!({"clusterNetwork": "c", "allowedMacvlanModes": ["bridge", "passthrough"]}),
+                7,
+                r#"allowedMacvlanModes names unknown macvlan mode "passthrough": expected bridge, private, vepa, passthru or source"#,
+            ),
+            (
+                json!({"clusterNetwork": "c", "ipamDataRoots": ["/var/lib/../../etc"]}),
+                7,
+                "ipamDataRoots entry /var/lib/../../etc must be an absolute path without . or .. components",
+            ),
+            (
+                json!({"clusterNetwork": "c", "ipamDataRoots": ["relative/dir"]}),
+                7,
+                "ipamDataRoots entry relative/dir must be an absolute path without . or .. components",
             ),
             (
                 json!({"clusterNetwork": "c", "wasmLimits": {"memoryMiB": 0}}),

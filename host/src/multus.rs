@@ -192,6 +192,21 @@ impl<'a> Call<'a> {
         let Some(pod) = pod else {
             return Ok(specs);
         };
+        let specs = self.pod_specs(specs, pod)?;
+        for spec in specs.iter().filter(|spec| !spec.operator) {
+            attachments::check_ipam_data_dirs(&spec.name, &spec.config, &self.config.ipam_data_roots)
+                .map_err(attach_error)?;
+        }
+        Ok(specs)
+    }
+
+    /// The attachments the pod's annotations add to (or replace in) the
+    /// operator's `specs`.
+    fn pod_specs(
+        &self,
+        mut specs: Vec<DelegateSpec>,
+        pod: &PodInfo,
+    ) -> Result<Vec<DelegateSpec>, CniError> {
         if let Some(value) = pod.annotations.get(DEFAULT_NETWORK_ANNOTATION)
             && let Some(selection) =
                 annotations::parse_default_network(value, &self.config.multus_namespace)
@@ -284,6 +299,7 @@ impl<'a> Call<'a> {
                     name: spec.name.clone(),
                     ifname: spec.ifname.clone(),
                     is_master: spec.is_master,
+                    operator: Some(spec.operator),
                     config: spec.config.clone(),
                     cni_args,
                     capability_args,
@@ -348,6 +364,7 @@ impl<'a> Call<'a> {
             record.pod_uid = pod_ref.uid.clone();
         }
         record.attachments = self.cached_attachments(&specs)?;
+        self.trust_operator_types(&record);
         let cache = self.cache();
         cache.save_progress(&record)?;
 
@@ -429,9 +446,22 @@ impl<'a> Call<'a> {
         master.to_json(version)
     }
 
+    /// Let NAD attachments use the plugin types of the operator's own
+    /// attachments in `record` (with `nativePlugins` unset).
+    fn trust_operator_types(&self, record: &ContainerRecord) {
+        self.node.add_operator_types(
+            record
+                .attachments
+                .iter()
+                .filter(|cached| cached.is_operator())
+                .map(|cached| &cached.config),
+        );
+    }
+
     fn attachment<'r>(&self, cached: &'r CachedAttachment) -> Attachment<'r> {
         Attachment {
             name: &cached.name,
+            operator: cached.is_operator(),
             config: &cached.config,
             ifname: &cached.ifname,
             cni_args: &cached.cni_args,
@@ -525,6 +555,7 @@ impl<'a> Call<'a> {
                 }
             },
         };
+        self.trust_operator_types(&record);
         // Tear down every wasm-created link of the pod in one kernel batch,
         // on the pod's netns thread; meanwhile release IPAM and run the
         // native plugins' DELs. Only if the batch fails do the wasm
@@ -602,6 +633,7 @@ impl<'a> Call<'a> {
                 "no attachments recorded for container {container_id}"
             ))
         })?;
+        self.trust_operator_types(&record);
         for cached in &record.attachments {
             let result = cached.parsed_result().ok_or_else(|| {
                 CniError::internal(format!(
@@ -634,7 +666,7 @@ impl<'a> Call<'a> {
             .collect();
         let cache = self.cache();
         let mut errors = Vec::new();
-        let mut networks: BTreeMap<String, (Value, Vec<GcAttachment>)> = BTreeMap::new();
+        let mut networks: BTreeMap<String, (Value, bool, Vec<GcAttachment>)> = BTreeMap::new();
         for container_id in cache.container_ids()? {
             let record = match cache.load(&container_id) {
                 Ok(Some(record)) => record,
@@ -644,6 +676,7 @@ impl<'a> Call<'a> {
                     continue;
                 }
             };
+            self.trust_operator_types(&record);
             if valid_containers.contains(container_id.as_str()) {
                 for cached in &record.attachments {
                     let network = cached
@@ -654,8 +687,8 @@ impl<'a> Call<'a> {
                         .to_string();
                     networks
                         .entry(network)
-                        .or_insert_with(|| (cached.config.clone(), Vec::new()))
-                        .1
+                        .or_insert_with(|| (cached.config.clone(), cached.is_operator(), Vec::new()))
+                        .2
                         .push(GcAttachment {
                             container_id: container_id.clone(),
                             ifname: cached.ifname.clone(),
@@ -686,8 +719,8 @@ impl<'a> Call<'a> {
                 let _ = cache.remove(&container_id);
             }
         }
-        for (_, (config, keep)) in networks {
-            if let Err(err) = self.node.gc(&config, &keep) {
+        for (_, (config, operator, keep)) in networks {
+            if let Err(err) = self.node.gc(&config, operator, &keep) {
                 errors.push(err.to_string());
             }
         }

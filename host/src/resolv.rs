@@ -4,6 +4,7 @@
 //! plugin cannot use `resolvConf` to read arbitrary node files.
 
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::cni::Dns;
@@ -25,6 +26,10 @@ pub enum ResolvError {
     /// The file is far too large to be a resolv.conf.
     #[error("{0}: larger than {MAX_BYTES} bytes, not a resolv.conf")]
     TooLarge(String),
+    /// Not a regular file (a device, FIFO, socket or directory): reading it
+    /// could block or never end.
+    #[error("{0}: not a regular file, not a resolv.conf")]
+    NotRegular(String),
 }
 
 /// Read and parse the resolv.conf at `path`.
@@ -33,10 +38,21 @@ pub fn read(path: &Path) -> Result<Dns, ResolvError> {
     if !path.is_absolute() {
         return Err(ResolvError::Relative(display));
     }
-    let file = std::fs::File::open(path).map_err(|source| ResolvError::Io {
+    // Non-blocking: opening a FIFO must not wait for a writer. The path comes
+    // from a NAD, so only a regular file (symlinks followed, as
+    // /etc/resolv.conf often is one) is read, and only up to the cap.
+    let io = |source| ResolvError::Io {
         path: display.clone(),
         source,
-    })?;
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(io)?;
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(ResolvError::NotRegular(display));
+    }
     let mut text = String::new();
     file.take(MAX_BYTES + 1)
         .read_to_string(&mut text)
@@ -84,6 +100,31 @@ mod tests {
         assert_eq!(dns.domain.as_deref(), Some("example.com"));
         assert_eq!(dns.search, vec!["a.example", "b.example"]);
         assert_eq!(dns.options, vec!["ndots:2", "edns0"]);
+    }
+
+    #[test]
+    fn devices_and_fifos_are_refused_without_blocking() {
+        for path in ["/dev/stdout", "/dev/zero", "/dev/null", "/proc/self"] {
+            let err = read(Path::new(path)).unwrap_err();
+            assert!(matches!(err, ResolvError::NotRegular(_)), "{path}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(matches!(read(&fifo), Err(ResolvError::NotRegular(_))));
+        let large = dir.path().join("large");
+        std::fs::File::create(&large)
+            .unwrap()
+            .set_len(MAX_BYTES + 10)
+            .unwrap();
+        assert!(matches!(read(&large), Err(ResolvError::TooLarge(_))));
     }
 
     #[test]

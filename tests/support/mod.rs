@@ -235,6 +235,7 @@ pub fn delegates_config(dir: &Path, delegates: Vec<Value>) -> Value {
         "cniDir": dir.join("cni"),
         "confDir": dir.join("net.d"),
         "manifestDir": dir.join("manifests"),
+        "ipamDataRoots": [dir],
         "wasmCacheDir": dir.join("cache"),
         "wasmPlugins": shipped_plugins(),
         "logFile": dir.join("multus-wasm.log"),

@@ -484,7 +484,7 @@ fn two_network_pod(setup: &Setup<'_>, iterations: usize) -> Result<()> {
         "cniVersion": "1.0.0", "name": "multus-wasm-bench", "type": "multus-wasm",
         "clusterNetwork": cluster, "binDir": "/usr/lib/cni", "cniDir": dir.join("cni"),
         "wasmCacheDir": setup.scratch.join("cache"), "manifestDir": dir.join("manifests"),
-        "wasmPlugins": setup.wasm_plugins, "logLevel": "error", "logToStderr": false
+        "ipamDataRoots": [dir], "wasmPlugins": setup.wasm_plugins, "logLevel": "error", "logToStderr": false
     }))
     .expect("json");
     // The reference side: ptp as the runtime would call it (libcni injects

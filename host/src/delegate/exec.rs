@@ -21,6 +21,48 @@ pub struct ExecContext<'a> {
     pub args: &'a [(String, String)],
 }
 
+/// Set in the environment of every plugin we exec. A multus-wasm started
+/// with it refuses to act: whatever path led a delegate back to this binary
+/// (a copy under another name, a wrapper script), its stdin is a NAD's
+/// config, never a host config.
+pub const NESTED_ENV: &str = "MULTUS_WASM_NESTED";
+
+/// Refuse the meta-plugins' own type names (ours and Multus's): as a
+/// delegate, a meta-plugin takes the NAD's JSON as its whole host config.
+pub fn refuse_meta_plugin(plugin_type: &str) -> Result<(), CniError> {
+    let own_name = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_name().map(|name| name.to_string_lossy().into_owned()));
+    if crate::config::META_PLUGIN_NAMES.contains(&plugin_type)
+        || own_name.as_deref() == Some(plugin_type)
+    {
+        return Err(meta_refusal(plugin_type));
+    }
+    Ok(())
+}
+
+/// Refuse `binary` when it is this very executable (under any name).
+pub fn refuse_self(plugin_type: &str, binary: &Path) -> Result<(), CniError> {
+    use std::os::unix::fs::MetadataExt;
+    let same_file = |a: &std::fs::Metadata, b: &std::fs::Metadata| {
+        a.dev() == b.dev() && a.ino() == b.ino()
+    };
+    if let (Ok(exe), Ok(candidate)) = (
+        std::fs::metadata("/proc/self/exe"),
+        std::fs::metadata(binary),
+    ) && same_file(&exe, &candidate)
+    {
+        return Err(meta_refusal(plugin_type));
+    }
+    Ok(())
+}
+
+fn meta_refusal(plugin_type: &str) -> CniError {
+    CniError::invalid_network_config(format!(
+        "plugin type {plugin_type:?} is a meta-plugin (multus-wasm or Multus): it never runs as a delegate"
+    ))
+}
+
 /// Find the binary for plugin type `plugin_type`.
 pub fn find_plugin(plugin_type: &str, bin_dirs: &[PathBuf]) -> Result<PathBuf, CniError> {
     if plugin_type.is_empty() || plugin_type.contains('/') || plugin_type.starts_with('.') {
@@ -69,6 +111,7 @@ pub fn exec_plugin(
         .env("CNI_IFNAME", context.ifname)
         .env("CNI_ARGS", format_cni_args(context.args))
         .env("CNI_PATH", cni_path)
+        .env(NESTED_ENV, "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -117,6 +160,20 @@ mod tests {
         for name in ["../macvlan", "/bin/sh", "", ".hidden"] {
             assert_eq!(find_plugin(name, &[]).unwrap_err().code, 7, "{name}");
         }
+    }
+
+    #[test]
+    fn meta_plugins_are_refused_by_name_and_by_identity() {
+        for name in ["multus-wasm", "multus", "multus-shim", "multus-wasm-shim"] {
+            let err = refuse_meta_plugin(name).unwrap_err();
+            assert_eq!(err.code, 7, "{name}");
+            assert!(err.msg.contains("meta-plugin"), "{err}");
+        }
+        refuse_meta_plugin("macvlan").unwrap();
+        // The test binary itself, under whatever name it is found.
+        let me = std::env::current_exe().unwrap();
+        assert_eq!(refuse_self("innocent", &me).unwrap_err().code, 7);
+        refuse_self("sh", Path::new("/bin/sh")).unwrap();
     }
 
     #[test]

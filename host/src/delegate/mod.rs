@@ -13,7 +13,7 @@
 pub mod exec;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -27,12 +27,12 @@ use crate::cni::{
 use crate::config::MultusConfig;
 use crate::netlink::executor::{self, Executor};
 use crate::netlink::handles::{Handles, NetnsError, NetnsFile};
-use crate::netlink::policy::{self, PolicyContext};
-use crate::netlink::query::KernelLinks;
+use crate::netlink::policy::{self, MasterRules, PolicyContext};
+use crate::netlink::query::{GuestLinks, link_by_name};
 use crate::sandbox::{
     IpamStore, Limits, Plugin, PluginCommand, PluginRequest, Sandbox, SandboxError, World,
 };
-use crate::store::ipam::{DEFAULT_DATA_DIR, DirStore};
+use crate::store::ipam::{DEFAULT_DATA_DIR, DEFAULT_MAX_KEYS, DirStore, StoreError, StoreOptions};
 use exec::ExecContext;
 
 /// Everything one CNI call needs to run delegates: the config, the
@@ -48,6 +48,9 @@ pub struct Node<'a> {
     sandbox: RefCell<Option<Rc<Sandbox>>>,
     plugins: RefCell<HashMap<String, Rc<Plugin>>>,
     bin_dirs: Vec<PathBuf>,
+    /// Plugin types of the operator's own attachments in this call: with
+    /// `nativePlugins` unset, a NAD may use them too.
+    operator_types: RefCell<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Node<'_> {
@@ -94,6 +97,10 @@ pub fn limits_from(wasm: &crate::config::WasmLimits) -> Limits {
 pub struct Attachment<'a> {
     /// For messages: `<ns>/<nad>` or the cluster network's name.
     pub name: &'a str,
+    /// Written by the operator (cluster network, `delegates`,
+    /// `defaultNetworks`): its native plugins are not limited by
+    /// `nativePlugins`.
+    pub operator: bool,
     pub config: &'a Value,
     pub ifname: &'a str,
     pub cni_args: &'a [(String, String)],
@@ -132,6 +139,7 @@ impl<'a> Node<'a> {
             sandbox: RefCell::new(None),
             plugins: RefCell::new(HashMap::new()),
             bin_dirs,
+            operator_types: RefCell::new(BTreeSet::new()),
         })
     }
 
@@ -155,7 +163,47 @@ impl<'a> Node<'a> {
         )?;
         *node.sandbox.borrow_mut() = self.sandbox.borrow().clone();
         *node.plugins.borrow_mut() = self.plugins.borrow().clone();
+        *node.operator_types.borrow_mut() = self.operator_types.borrow().clone();
         Ok(node)
+    }
+
+    /// Record the plugin types of the operator's own attachments of this
+    /// call (every plugin and IPAM type of their configs).
+    pub fn add_operator_types<'c>(&self, configs: impl IntoIterator<Item = &'c Value>) {
+        let mut types = self.operator_types.borrow_mut();
+        for config in configs {
+            types.extend(crate::attachments::delegate_types(config));
+        }
+    }
+
+    /// The binary of native plugin `plugin_type` for `attachment`, if the
+    /// operator allows it: a NAD's attachment may exec only the types in
+    /// `nativePlugins` (default: the reference set plus the operator's own
+    /// networks' types); no attachment may exec a meta-plugin (ours or
+    /// Multus's, by name or by being this very binary).
+    fn native_binary(
+        &self,
+        plugin_type: &str,
+        attachment: &Attachment<'_>,
+    ) -> Result<PathBuf, CniError> {
+        exec::refuse_meta_plugin(plugin_type)?;
+        if !attachment.operator
+            && !self.config.native_plugin_allowed(plugin_type)
+            && !(self.config.native_plugins.is_none()
+                && self.operator_types.borrow().contains(plugin_type))
+        {
+            return Err(CniError::invalid_network_config(format!(
+                "network {} asks for plugin type {plugin_type:?}, which is neither a registered wasm plugin (wasmPlugins) nor a native plugin the operator allows (nativePlugins: {})",
+                attachment.name,
+                match &self.config.native_plugins {
+                    Some(list) => format!("{list:?}"),
+                    None => "unset, so the reference plugins and the cluster network's types".into(),
+                }
+            )));
+        }
+        let binary = exec::find_plugin(plugin_type, &self.bin_dirs)?;
+        exec::refuse_self(plugin_type, &binary)?;
+        Ok(binary)
     }
 
     /// Whether the pod's network namespace exists.
@@ -220,8 +268,40 @@ impl<'a> Node<'a> {
         }
     }
 
-    fn links(&self) -> Result<Box<KernelLinks>, CniError> {
-        Ok(Box::new(KernelLinks::new(self.handles()?)))
+    /// The link queries a guest gets (host links limited to possible
+    /// masters) and where the hidden ones are recorded.
+    fn links(&self) -> Result<(Box<GuestLinks>, Refusals), CniError> {
+        let refusals = Refusals::default();
+        let links = GuestLinks::new(
+            self.handles()?,
+            self.config.allowed_masters.clone(),
+            refusals.clone(),
+        );
+        Ok((Box::new(links), refusals))
+    }
+
+    /// Run a delegate; when it fails after a host link was hidden from it,
+    /// the failure is that policy refusal (the plugin could only report
+    /// "not found").
+    fn call_delegate(
+        &self,
+        plugin: &Plugin,
+        request: &PluginRequest,
+    ) -> Result<(crate::netlink::Plan, crate::sandbox::CallStats), CniError> {
+        let sandbox = self.sandbox()?;
+        let (links, refusals) = self.links()?;
+        sandbox
+            .call_delegate(plugin, links, request)
+            .map_err(|err| match (&err, refusals.lock().ok().and_then(|r| r.first().cloned())) {
+                (SandboxError::Plugin { .. }, Some(reason)) => CniError::new(
+                    policy::POLICY_CODE,
+                    format!(
+                        "plugin {} (sha256 {}): refused by policy: {reason} (the plugin said: {err})",
+                        plugin.name, plugin.digest
+                    ),
+                ),
+                _ => err.into(),
+            })
     }
 
     fn request(
@@ -292,7 +372,7 @@ impl<'a> Node<'a> {
         attachment: &Attachment<'_>,
         config: &Value,
     ) -> Result<CniResult, CniError> {
-        let binary = exec::find_plugin(plugin_type, &self.bin_dirs)?;
+        let binary = self.native_binary(plugin_type, attachment)?;
         let context = self.exec_context(attachment);
         let added =
             exec::exec_plugin(&binary, CniCommand::Add, config, &context).and_then(|result| {
@@ -334,11 +414,10 @@ impl<'a> Node<'a> {
             None => None,
         };
         let outcome = (|| {
-            let sandbox = self.sandbox()?;
             let mut request = self.request(PluginCommand::Add, attachment, config);
             request.prev_result = previous.cloned();
             request.ipam_result = ipam_result.clone();
-            let (plan, stats) = sandbox.call_delegate(plugin, self.links()?, &request)?;
+            let (plan, stats) = self.call_delegate(plugin, &request)?;
             tracing::debug!(plugin = %plugin.name, ops = plan.ops.len(), fuel = stats.fuel_consumed, call_us = stats.call_micros, "delegate planned");
             self.check_plan(plugin, &plan.ops, PluginCommand::Add, attachment.ifname)?;
             let handles = self.handles()?;
@@ -409,13 +488,28 @@ impl<'a> Node<'a> {
                     request.prev_result = extra.prev_result.cloned();
                     request.valid_attachments = extra.valid_attachments.to_vec();
                 }
-                let store = LazyStore::new(config);
-                let (result, _) =
-                    sandbox.call_ipam(&plugin, self.links()?, Box::new(store), &request)?;
-                Ok(result)
+                let lock_timeout = Arc::new(std::sync::Mutex::new(None));
+                let options = StoreOptions {
+                    lock_deadline: std::time::Instant::now() + sandbox.limits().timeout,
+                    max_keys: self
+                        .config
+                        .wasm_limits
+                        .store_max_keys
+                        .map_or(DEFAULT_MAX_KEYS, |keys| keys as usize),
+                };
+                let store = LazyStore::new(config, options, lock_timeout.clone());
+                let (links, _) = self.links()?;
+                let outcome = sandbox.call_ipam(&plugin, links, Box::new(store), &request);
+                if let Some(message) = lock_timeout.lock().ok().and_then(|slot| slot.clone()) {
+                    return Err(CniError::try_again_later(format!(
+                        "plugin {} (sha256 {}): {message}",
+                        plugin.name, plugin.digest
+                    )));
+                }
+                Ok(outcome?.0)
             }
             None => {
-                let binary = exec::find_plugin(ipam_type, &self.bin_dirs)?;
+                let binary = self.native_binary(ipam_type, attachment)?;
                 let command = match command {
                     PluginCommand::Add => CniCommand::Add,
                     PluginCommand::Del => CniCommand::Del,
@@ -492,7 +586,7 @@ impl<'a> Node<'a> {
                 match self.wasm_plugin(plugin_type)? {
                     Some(plugin) => self.wasm_del(&plugin, attachment, &config, prev_result),
                     None => {
-                        let binary = exec::find_plugin(plugin_type, &self.bin_dirs)?;
+                        let binary = self.native_binary(plugin_type, attachment)?;
                         exec::exec_plugin(
                             &binary,
                             CniCommand::Del,
@@ -544,10 +638,9 @@ impl<'a> Node<'a> {
         let mut errors = Vec::new();
         if let Some(netns) = &self.netns {
             let outcome = (|| {
-                let sandbox = self.sandbox()?;
                 let mut request = self.request(PluginCommand::Del, attachment, config);
                 request.prev_result = prev_result.cloned();
-                let (plan, _) = sandbox.call_delegate(plugin, self.links()?, &request)?;
+                let (plan, _) = self.call_delegate(plugin, &request)?;
                 self.check_plan(plugin, &plan.ops, PluginCommand::Del, attachment.ifname)?;
                 let handles = self.handles()?;
                 Executor::new(&handles, netns).apply(&plan.ops)?;
@@ -597,14 +690,13 @@ impl<'a> Node<'a> {
                             }),
                         )?;
                     }
-                    let sandbox = self.sandbox()?;
                     let mut request = self.request(PluginCommand::Check, attachment, &config);
                     request.prev_result = Some(cached.clone());
-                    let (plan, _) = sandbox.call_delegate(&plugin, self.links()?, &request)?;
+                    let (plan, _) = self.call_delegate(&plugin, &request)?;
                     self.check_plan(&plugin, &plan.ops, PluginCommand::Check, attachment.ifname)?;
                 }
                 None => {
-                    let binary = exec::find_plugin(plugin_type, &self.bin_dirs)?;
+                    let binary = self.native_binary(plugin_type, attachment)?;
                     exec::exec_plugin(
                         &binary,
                         CniCommand::Check,
@@ -619,7 +711,12 @@ impl<'a> Node<'a> {
 
     /// GC one network: every plugin (and wasm IPAM) gets the attachments to
     /// keep. Keeps going after errors.
-    pub fn gc(&self, config: &Value, keep: &[GcAttachment]) -> Result<(), CniError> {
+    pub fn gc(
+        &self,
+        config: &Value,
+        operator: bool,
+        keep: &[GcAttachment],
+    ) -> Result<(), CniError> {
         let list = NetworkConfigList::from_value(config.clone())?;
         if list.disable_gc {
             return Ok(());
@@ -627,6 +724,7 @@ impl<'a> Node<'a> {
         let empty = Map::new();
         let attachment = Attachment {
             name: &list.name,
+            operator,
             config,
             ifname: "",
             cni_args: &[],
@@ -662,7 +760,7 @@ impl<'a> Node<'a> {
                         None => Ok(()),
                     },
                     None if list.cni_version.allows_gc_status() => {
-                        let binary = exec::find_plugin(plugin_type, &self.bin_dirs)?;
+                        let binary = self.native_binary(plugin_type, &attachment)?;
                         exec::exec_plugin(
                             &binary,
                             CniCommand::Gc,
@@ -689,6 +787,7 @@ impl<'a> Node<'a> {
         let empty = Map::new();
         let attachment = Attachment {
             name: &list.name,
+            operator: true,
             config,
             ifname: "",
             cni_args: &[],
@@ -702,8 +801,9 @@ impl<'a> Node<'a> {
                 match self.wasm_plugin(&name).map_err(not_available)? {
                     Some(_) => {}
                     None => {
-                        let binary =
-                            exec::find_plugin(&name, &self.bin_dirs).map_err(not_available)?;
+                        let binary = self
+                            .native_binary(&name, &attachment)
+                            .map_err(not_available)?;
                         if name == plugin_type && list.cni_version.allows_gc_status() {
                             exec::exec_plugin(
                                 &binary,
@@ -730,13 +830,30 @@ impl Node<'_> {
         command: PluginCommand,
         ifname: &str,
     ) -> Result<(), CniError> {
+        let mut host_links = BTreeMap::new();
+        let masters = policy::host_masters(ops);
+        if !masters.is_empty() {
+            let handles = self.handles()?;
+            for master in masters {
+                let found = handles
+                    .runtime
+                    .block_on(link_by_name(&handles.host, master))
+                    .map_err(|err| {
+                        CniError::internal(format!("looking up master {master}: {err}"))
+                    })?;
+                if let Some(info) = found {
+                    host_links.insert(master.to_string(), info);
+                }
+            }
+        }
         let context = PolicyContext {
             command,
             ifname,
-            allowed_masters: match command {
-                PluginCommand::Add => self.config.allowed_masters.as_deref(),
-                _ => None,
+            masters: MasterRules {
+                allowed_masters: self.config.allowed_masters.as_deref(),
+                macvlan_modes: &self.config.allowed_macvlan_modes,
             },
+            host_links: &host_links,
         };
         policy::check(ops, &context).map_err(|violation| {
             CniError::new(
@@ -749,6 +866,9 @@ impl Node<'_> {
         })
     }
 }
+
+/// Host links hidden from a guest's queries, with the reason.
+type Refusals = Arc<std::sync::Mutex<Vec<String>>>;
 
 /// Whether a DEL runs the wasm delegates' plans (their links still exist).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -798,11 +918,19 @@ fn join_errors(mut errors: Vec<CniError>) -> Result<(), CniError> {
 struct LazyStore {
     data_dir: PathBuf,
     network: String,
+    options: StoreOptions,
     store: Option<DirStore>,
+    /// Set when the network's lock could not be taken before the deadline:
+    /// the call then fails with code 11 whatever the plugin makes of it.
+    lock_timeout: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl LazyStore {
-    fn new(config: &Value) -> Self {
+    fn new(
+        config: &Value,
+        options: StoreOptions,
+        lock_timeout: Arc<std::sync::Mutex<Option<String>>>,
+    ) -> Self {
         let data_dir = config
             .get("ipam")
             .and_then(|ipam| ipam.get("dataDir"))
@@ -816,14 +944,23 @@ impl LazyStore {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string(),
+            options,
             store: None,
+            lock_timeout,
         }
     }
 
     fn open(&mut self) -> Result<&mut DirStore, String> {
         if self.store.is_none() {
-            let store = DirStore::open_locked(&self.data_dir, &self.network)
-                .map_err(|err| err.to_string())?;
+            let store = DirStore::open_locked(&self.data_dir, &self.network, self.options)
+                .map_err(|err| {
+                    if matches!(err, StoreError::Locked { .. })
+                        && let Ok(mut slot) = self.lock_timeout.lock()
+                    {
+                        *slot = Some(err.to_string());
+                    }
+                    err.to_string()
+                })?;
             self.store = Some(store);
         }
         Ok(self.store.as_mut().expect("just opened"))

@@ -121,6 +121,10 @@ pub struct LinkInfo {
     pub kind: String,
     pub up: bool,
     pub macvlan_mode: Option<MacvlanMode>,
+    /// The link's peer (of a veth) or lower device lives in another network
+    /// namespace (`IFLA_LINK_NETNSID` is set).
+    #[serde(skip)]
+    pub peer_in_other_netns: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,8 +3,9 @@
 //! A plan may touch only the sandbox and only the interface its attachment
 //! creates: `CNI_IFNAME`, or a temporary name that the same plan creates and
 //! then renames to `CNI_IFNAME`. In the host namespace it may only name the
-//! master of the one link it creates (and, when the operator lists
-//! `allowedMasters`, only one of those). Sysctls are limited to the
+//! master of the one link it creates, and only a link nobody else depends
+//! on (see [`MasterRules`]); the macvlan mode must be one the operator
+//! allows on that master (`allowedMacvlanModes`). Sysctls are limited to the
 //! interface's own `net/ipv4|ipv6/conf/<ifname>/<leaf>`. An ADD plan deletes
 //! nothing; a DEL plan only deletes `CNI_IFNAME`; CHECK, STATUS and GC plans
 //! change nothing. A plan that breaks any rule is refused whole.
@@ -13,11 +14,79 @@
 //! accepted; this module is pure (no kernel access), so every rule is unit
 //! tested.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
-use super::op::Op;
+use super::op::{LinkInfo, MacvlanMode, Op};
 use crate::cni::validate_interface_name;
 use crate::sandbox::PluginCommand;
+
+/// What the operator allows as a macvlan master (host config).
+///
+/// With `allowedMasters` set, exactly those host links may be masters.
+/// Without it, a host link is a master only when it is an ordinary node
+/// interface: a physical device (no kind), a bond, team or vlan, or a veth
+/// whose peer is in the same namespace (as the seed's `ens3` here). Refused:
+/// bridges, tunnels, dummies and other links created by network plugins, the
+/// host end of a pod's or container's veth (peer in another namespace), and
+/// links that do not exist.
+#[derive(Debug, Clone, Copy)]
+pub struct MasterRules<'a> {
+    /// `allowedMasters`.
+    pub allowed_masters: Option<&'a [String]>,
+    /// `allowedMacvlanModes`: mode names per master, `"*"` for the rest.
+    pub macvlan_modes: &'a BTreeMap<String, Vec<String>>,
+}
+
+/// Kinds of links that are ordinary node interfaces (`""`: no kind, a
+/// physical device).
+const ORDINARY_KINDS: &[&str] = &["", "bond", "team", "vlan", "veth"];
+
+impl MasterRules<'_> {
+    /// Whether host link `name` (as the kernel reports it, `None` when it
+    /// does not exist) may be a master; the error says why not.
+    pub fn check_host_master(&self, name: &str, link: Option<&LinkInfo>) -> Result<(), String> {
+        let Some(link) = link else {
+            return Err(format!("master {name} does not exist in the host namespace"));
+        };
+        if let Some(allowed) = self.allowed_masters {
+            return if allowed.iter().any(|master| master == name) {
+                Ok(())
+            } else {
+                Err(format!("master {name} is not in allowedMasters {allowed:?}"))
+            };
+        }
+        if !ORDINARY_KINDS.contains(&link.kind.as_str()) {
+            return Err(format!(
+                "master {name} is a {} link, which other pods or the node depend on; only ordinary node interfaces are masters unless allowedMasters lists it",
+                link.kind
+            ));
+        }
+        if link.kind == "veth" && link.peer_in_other_netns {
+            return Err(format!(
+                "master {name} is a veth whose peer is in another network namespace (a pod's or container's interface); only ordinary node interfaces are masters unless allowedMasters lists it"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `mode` is allowed on `master`.
+    pub fn check_mode(&self, master: &str, mode: MacvlanMode) -> Result<(), String> {
+        let allowed = self
+            .macvlan_modes
+            .get(master)
+            .or_else(|| self.macvlan_modes.get(crate::config::ANY_MASTER))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if allowed.iter().any(|name| name == mode.as_str()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "macvlan mode {} is not allowed on master {master} (allowedMacvlanModes allows {allowed:?} there)",
+                mode.as_str()
+            ))
+        }
+    }
+}
 
 /// What a plan is checked against.
 #[derive(Debug, Clone)]
@@ -25,8 +94,11 @@ pub struct PolicyContext<'a> {
     pub command: PluginCommand,
     /// `CNI_IFNAME` of the attachment.
     pub ifname: &'a str,
-    /// `allowedMasters` from the host config; `None` allows any existing master.
-    pub allowed_masters: Option<&'a [String]>,
+    /// The operator's rules for masters.
+    pub masters: MasterRules<'a>,
+    /// The host links the plan names as masters, as read before the check
+    /// (a name missing here does not exist).
+    pub host_links: &'a BTreeMap<String, LinkInfo>,
 }
 
 /// A refused plan: which op broke which rule.
@@ -51,6 +123,17 @@ impl From<PolicyViolation> for crate::cni::CniError {
 /// not `.` or `..`.
 fn check_name(name: &str) -> Result<(), String> {
     validate_interface_name(name).map_err(|err| err.msg)
+}
+
+/// The host links `ops` name as masters: what the caller reads from the
+/// kernel before [`check`].
+pub fn host_masters(ops: &[Op]) -> Vec<&str> {
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::CreateMacvlan(create) if !create.master_in_sandbox => Some(create.master.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Check `ops` against the policy; `Ok` means the plan may be applied.
@@ -135,15 +218,13 @@ pub fn check(ops: &[Op], context: &PolicyContext<'_>) -> Result<(), PolicyViolat
                 if create.master == create.name || create.master == ifname {
                     return Err(format!("{} cannot be its own master", create.master));
                 }
-                if !create.master_in_sandbox
-                    && let Some(allowed) = context.allowed_masters
-                    && !allowed.iter().any(|master| master == &create.master)
-                {
-                    return Err(format!(
-                        "master {} is not in allowedMasters {:?}",
-                        create.master, allowed
-                    ));
+                if !create.master_in_sandbox {
+                    context.masters.check_host_master(
+                        &create.master,
+                        context.host_links.get(&create.master),
+                    )?;
                 }
+                context.masters.check_mode(&create.master, create.mode)?;
                 created = true;
                 if create.name != ifname {
                     live.insert(create.name.as_str());
@@ -220,11 +301,58 @@ mod tests {
         })
     }
 
+    fn link(name: &str, kind: &str, peer_in_other_netns: bool) -> LinkInfo {
+        LinkInfo {
+            name: name.into(),
+            index: 2,
+            mtu: 1500,
+            mac: None,
+            kind: kind.into(),
+            up: true,
+            macvlan_mode: None,
+            peer_in_other_netns,
+        }
+    }
+
+    fn default_modes() -> &'static BTreeMap<String, Vec<String>> {
+        static MODES: std::sync::LazyLock<BTreeMap<String, Vec<String>>> =
+            std::sync::LazyLock::new(|| {
+                BTreeMap::from([(
+                    "*".to_string(),
+                    vec!["bridge".into(), "private".into(), "vepa".into()],
+                )])
+            });
+        &MODES
+    }
+
+    fn host_links() -> &'static BTreeMap<String, LinkInfo> {
+        static LINKS: std::sync::LazyLock<BTreeMap<String, LinkInfo>> =
+            std::sync::LazyLock::new(|| {
+                [
+                    link("ens3", "veth", false),
+                    link("eth0", "", false),
+                    link("ens3-peer", "veth", false),
+                    link("veth1a2b3c4d", "veth", true),
+                    link("cni0", "bridge", false),
+                    link("flannel.1", "vxlan", false),
+                    link("bond0", "bond", false),
+                ]
+                .into_iter()
+                .map(|info| (info.name.clone(), info))
+                .collect()
+            });
+        &LINKS
+    }
+
     fn add_context() -> PolicyContext<'static> {
         PolicyContext {
             command: PluginCommand::Add,
             ifname: "net1",
-            allowed_masters: None,
+            masters: MasterRules {
+                allowed_masters: None,
+                macvlan_modes: default_modes(),
+            },
+            host_links: host_links(),
         }
     }
 
@@ -365,14 +493,77 @@ mod tests {
 
     #[test]
     fn masters_outside_allowed_masters_are_refused() {
-        let allowed = vec!["ens3".to_string()];
+        let allowed = vec!["ens3".to_string(), "cni0".to_string()];
         let context = PolicyContext {
-            allowed_masters: Some(&allowed),
+            masters: MasterRules {
+                allowed_masters: Some(&allowed),
+                macvlan_modes: default_modes(),
+            },
             ..add_context()
         };
         check(&seed_plan(), &context).unwrap();
         let err = check(&[create("net1", "eth0")], &context).unwrap_err();
         assert!(err.reason.contains("allowedMasters"), "{err}");
+        // The operator's explicit choice wins over the kind rules.
+        check(&[create("net1", "cni0")], &context).unwrap();
+    }
+
+    #[test]
+    fn without_allowed_masters_only_ordinary_node_interfaces_are_masters() {
+        for master in ["ens3", "eth0", "bond0"] {
+            check(&[create("net1", master)], &add_context())
+                .unwrap_or_else(|err| panic!("{master}: {err}"));
+        }
+        let cases = [
+            ("veth1a2b3c4d", "peer is in another network namespace"),
+            ("cni0", "is a bridge link"),
+            ("flannel.1", "is a vxlan link"),
+            ("nonexistent", "does not exist in the host namespace"),
+        ];
+        for (master, reason) in cases {
+            let err = check(&[create("net1", master)], &add_context()).unwrap_err();
+            assert_eq!(err.index, 0);
+            assert!(err.reason.contains(reason), "{master}: {err}");
+        }
+    }
+
+    #[test]
+    fn passthru_and_source_need_the_operator() {
+        let with_mode = |master: &str, mode: MacvlanMode, in_sandbox: bool| {
+            Op::CreateMacvlan(CreateMacvlan {
+                name: "net1".into(),
+                master: master.into(),
+                master_in_sandbox: in_sandbox,
+                mode,
+                mtu: None,
+                mac: None,
+            })
+        };
+        for mode in [MacvlanMode::Bridge, MacvlanMode::Private, MacvlanMode::Vepa] {
+            check(&[with_mode("ens3", mode, false)], &add_context()).unwrap();
+        }
+        for mode in [MacvlanMode::Passthru, MacvlanMode::Source] {
+            for in_sandbox in [false, true] {
+                let err =
+                    check(&[with_mode("ens3", mode, in_sandbox)], &add_context()).unwrap_err();
+                assert!(err.reason.contains("allowedMacvlanModes"), "{err}");
+            }
+        }
+        let per_master = BTreeMap::from([
+            ("*".to_string(), vec!["bridge".to_string()]),
+            ("ens3".to_string(), vec!["passthru".to_string()]),
+        ]);
+        let context = PolicyContext {
+            masters: MasterRules {
+                allowed_masters: None,
+                macvlan_modes: &per_master,
+            },
+            ..add_context()
+        };
+        check(&[with_mode("ens3", MacvlanMode::Passthru, false)], &context).unwrap();
+        assert!(check(&[with_mode("ens3", MacvlanMode::Bridge, false)], &context).is_err());
+        assert!(check(&[with_mode("eth0", MacvlanMode::Passthru, false)], &context).is_err());
+        check(&[with_mode("eth0", MacvlanMode::Bridge, false)], &context).unwrap();
     }
 
     #[test]

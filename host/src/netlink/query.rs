@@ -78,11 +78,13 @@ fn link_info(message: &LinkMessage) -> LinkInfo {
         kind: String::new(),
         up: message.header.flags.contains(LinkFlags::Up),
         macvlan_mode: None,
+        peer_in_other_netns: false,
     };
     for attribute in &message.attributes {
         match attribute {
             LinkAttribute::IfName(name) => info.name = name.clone(),
             LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
+            LinkAttribute::LinkNetNsId(_) => info.peer_in_other_netns = true,
             LinkAttribute::Address(bytes) if bytes.len() == 6 => {
                 let mut mac = [0u8; 6];
                 mac.copy_from_slice(bytes);
@@ -350,5 +352,84 @@ impl crate::sandbox::LinkQueries for KernelLinks {
 
     fn routes(&mut self, netns: Netns, name: &str) -> Vec<Route> {
         self.run(netns, "routes", async |handle| routes(handle, name).await)
+    }
+}
+
+/// The link queries a guest gets: the pod's namespace in full, the host
+/// namespace only for links the operator's master rules allow (others read
+/// as missing, and the refusal is recorded so the host can report why the
+/// plugin did not find its master). Host addresses and routes are never
+/// shown.
+pub struct GuestLinks {
+    inner: KernelLinks,
+    allowed_masters: Option<Vec<String>>,
+    refusals: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl GuestLinks {
+    /// Queries through `handles`, host links limited by `allowed_masters`
+    /// (the host config's `allowedMasters`); refusals are pushed to
+    /// `refusals`.
+    pub fn new(
+        handles: Handles,
+        allowed_masters: Option<Vec<String>>,
+        refusals: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    ) -> Self {
+        GuestLinks {
+            inner: KernelLinks::new(handles),
+            allowed_masters,
+            refusals,
+        }
+    }
+
+    fn screen(&mut self, link: Option<LinkInfo>, asked: &str) -> Option<LinkInfo> {
+        let link = link?;
+        let modes = std::collections::BTreeMap::new();
+        let rules = super::policy::MasterRules {
+            allowed_masters: self.allowed_masters.as_deref(),
+            macvlan_modes: &modes,
+        };
+        match rules.check_host_master(&link.name, Some(&link)) {
+            Ok(()) => Some(link),
+            Err(reason) => {
+                tracing::debug!(query = asked, link = %link.name, "host link hidden from the plugin");
+                if let Ok(mut refusals) = self.refusals.lock() {
+                    refusals.push(reason);
+                }
+                None
+            }
+        }
+    }
+}
+
+impl crate::sandbox::LinkQueries for GuestLinks {
+    fn get_link(&mut self, netns: Netns, name: &str) -> Option<LinkInfo> {
+        let link = self.inner.get_link(netns, name);
+        match netns {
+            Netns::Sandbox => link,
+            Netns::Host => self.screen(link, "get-link"),
+        }
+    }
+
+    fn default_route_link(&mut self, netns: Netns, family: IpFamily) -> Option<LinkInfo> {
+        let link = self.inner.default_route_link(netns, family);
+        match netns {
+            Netns::Sandbox => link,
+            Netns::Host => self.screen(link, "default-route-link"),
+        }
+    }
+
+    fn addresses(&mut self, netns: Netns, name: &str) -> Vec<IpNet> {
+        match netns {
+            Netns::Sandbox => self.inner.addresses(netns, name),
+            Netns::Host => Vec::new(),
+        }
+    }
+
+    fn routes(&mut self, netns: Netns, name: &str) -> Vec<Route> {
+        match netns {
+            Netns::Sandbox => self.inner.routes(netns, name),
+            Netns::Host => Vec::new(),
+        }
     }
 }

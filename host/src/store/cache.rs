@@ -53,6 +53,11 @@ pub struct CachedAttachment {
     pub name: String,
     pub ifname: String,
     pub is_master: bool,
+    /// Written by the operator rather than chosen by the pod (see
+    /// `DelegateSpec::operator`). Records written before this field existed
+    /// read as the operator's only for the master attachment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<bool>,
     /// The delegate config (single or conflist) exactly as run.
     pub config: Value,
     /// CNI_ARGS this attachment's plugins get.
@@ -66,6 +71,11 @@ pub struct CachedAttachment {
 }
 
 impl CachedAttachment {
+    /// Whether the operator wrote this attachment's config.
+    pub fn is_operator(&self) -> bool {
+        self.operator.unwrap_or(self.is_master)
+    }
+
     /// The cached result, parsed.
     pub fn parsed_result(&self) -> Option<CniResult> {
         let value = self.result.as_ref()?;
@@ -240,6 +250,7 @@ mod tests {
             name: "default/macvlan-conf".into(),
             ifname: "net1".into(),
             is_master: false,
+            operator: Some(false),
             config: serde_json::json!({"cniVersion":"0.3.0","name":"macvlan-conf","type":"macvlan","master":"ens3"}),
             cni_args: vec![("IgnoreUnknown".into(), "true".into())],
             capability_args: Map::new(),

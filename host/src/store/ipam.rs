@@ -19,6 +19,26 @@ use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 /// The reference's default `dataDir`.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 const LOCK: &str = "lock";
+/// Our temporary files: `.multus-wasm.<key>.<pid>.tmp`. Only names of this
+/// shape are ever removed as leftovers (the directory may be shared with the
+/// reference host-local or other tools).
+const TEMP_PREFIX: &str = ".multus-wasm.";
+const TEMP_SUFFIX: &str = ".tmp";
+/// The default cap on one network's keys (`wasmLimits.storeMaxKeys`):
+/// a /16 of reservations. Values are capped by `maxStringBytes`, so the
+/// store's size is bounded by both.
+pub const DEFAULT_MAX_KEYS: usize = 65_536;
+/// How often a waiter retries the network's lock.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// How a store is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Give up waiting for the lock at this instant.
+    pub lock_deadline: std::time::Instant,
+    /// Most keys the store may hold; creating more fails.
+    pub max_keys: usize,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -31,12 +51,25 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Another call held the network's lock past this call's deadline.
+    #[error(
+        "network {network}'s IPAM store ({}) is locked by another ADD or DEL; gave up after {waited_ms} ms",
+        path.display()
+    )]
+    Locked {
+        network: String,
+        path: PathBuf,
+        waited_ms: u128,
+    },
 }
 
 /// One network's store, locked while this value lives.
 pub struct DirStore {
     dir: Dir,
     path: PathBuf,
+    max_keys: usize,
+    /// Keys in the directory, counted on the first create.
+    keys: Option<usize>,
     _lock: cap_std::fs::File,
 }
 
@@ -56,13 +89,18 @@ fn valid_name(name: &str) -> bool {
         && name.len() <= 255
 }
 
-/// Temporary files are written only under the lock, so with the lock held
-/// any that exist were left by a writer that died (a killed process).
+fn is_our_temporary(name: &str) -> bool {
+    name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)
+}
+
+/// Our temporary files are written only under the lock, so with the lock
+/// held any that exist were left by a writer of ours that died (a killed
+/// process). Nobody else's files are touched.
 fn remove_stale_temporaries(dir: &Dir) {
     let Ok(entries) = dir.entries() else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.ends_with(".tmp") {
+        if is_our_temporary(&name) {
             let _ = dir.remove_file(&name);
         }
     }
@@ -70,8 +108,13 @@ fn remove_stale_temporaries(dir: &Dir) {
 
 impl DirStore {
     /// Open (creating it 0755, as the reference does) `<data_dir>/<network>`
-    /// and take its lock, waiting for whoever holds it.
-    pub fn open_locked(data_dir: &Path, network: &str) -> Result<Self, StoreError> {
+    /// and take its lock, waiting for whoever holds it until
+    /// `options.lock_deadline`.
+    pub fn open_locked(
+        data_dir: &Path,
+        network: &str,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
         if !valid_name(network) {
             return Err(StoreError::InvalidNetwork(network.into()));
         }
@@ -86,17 +129,57 @@ impl DirStore {
             .create(&path)
             .map_err(io)?;
         let dir = Dir::open_ambient_dir(&path, cap_std::ambient_authority()).map_err(io)?;
-        let mut options = OpenOptions::new();
-        options.read(true).create(true).write(true).mode(0o600);
-        let lock = dir.open_with(LOCK, &options).map_err(io)?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|errno| io(errno.into()))?;
+        let mut open_options = OpenOptions::new();
+        open_options.read(true).create(true).write(true).mode(0o600);
+        let lock = dir.open_with(LOCK, &open_options).map_err(io)?;
+        let started = std::time::Instant::now();
+        loop {
+            match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::WOULDBLOCK) | Err(rustix::io::Errno::INTR) => {
+                    if std::time::Instant::now() >= options.lock_deadline {
+                        return Err(StoreError::Locked {
+                            network: network.into(),
+                            path,
+                            waited_ms: started.elapsed().as_millis(),
+                        });
+                    }
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err(errno) => return Err(io(errno.into())),
+            }
+        }
         remove_stale_temporaries(&dir);
         Ok(DirStore {
             dir,
             path,
+            max_keys: options.max_keys,
+            keys: None,
             _lock: lock,
         })
+    }
+
+    /// Count a key about to be created against the cap.
+    fn reserve_key(&mut self) -> Result<(), String> {
+        let count = match self.keys {
+            Some(count) => count,
+            None => crate::sandbox::IpamStore::list(self)?.len(),
+        };
+        if count >= self.max_keys {
+            return Err(format!(
+                "the store of {} is full ({} keys, the limit of wasmLimits.storeMaxKeys)",
+                self.path.display(),
+                self.max_keys
+            ));
+        }
+        self.keys = Some(count + 1);
+        Ok(())
+    }
+
+    fn key_removed(&mut self) {
+        if let Some(count) = self.keys.as_mut() {
+            *count = count.saturating_sub(1);
+        }
     }
 
     /// The store's directory.
@@ -121,7 +204,7 @@ impl DirStore {
 
     /// Write `value` into a fresh temporary file and return its name.
     fn write_temp(&self, key: &str, value: &str) -> Result<String, String> {
-        let temp = format!(".{key}.{}.tmp", std::process::id());
+        let temp = format!("{TEMP_PREFIX}{key}.{}{TEMP_SUFFIX}", std::process::id());
         let mut options = OpenOptions::new();
         options.write(true).create(true).truncate(true).mode(0o600);
         let mut file = self
@@ -133,14 +216,24 @@ impl DirStore {
         Ok(temp)
     }
 
-    fn create(&self, key: &str, value: &str) -> Result<bool, String> {
+    fn create(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        if self.read(key)?.is_some() {
+            return Ok(false);
+        }
+        self.reserve_key()?;
         let temp = self.write_temp(key, value)?;
         let linked = self.dir.hard_link(&temp, &self.dir, key);
         let _ = self.dir.remove_file(&temp);
         match linked {
             Ok(()) => Ok(true),
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(err) => Err(format!("create {key}: {err}")),
+            Err(err) => {
+                self.key_removed();
+                if err.kind() == std::io::ErrorKind::AlreadyExists {
+                    Ok(false)
+                } else {
+                    Err(format!("create {key}: {err}"))
+                }
+            }
         }
     }
 
@@ -152,9 +245,12 @@ impl DirStore {
         })
     }
 
-    fn remove(&self, key: &str) -> Result<bool, String> {
+    fn remove(&mut self, key: &str) -> Result<bool, String> {
         match self.dir.remove_file(key) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.key_removed();
+                Ok(true)
+            }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(err) => Err(format!("delete {key}: {err}")),
         }
@@ -220,10 +316,17 @@ mod tests {
     use super::*;
     use crate::sandbox::IpamStore;
 
+    fn options() -> StoreOptions {
+        StoreOptions {
+            lock_deadline: std::time::Instant::now() + std::time::Duration::from_secs(5),
+            max_keys: DEFAULT_MAX_KEYS,
+        }
+    }
+
     #[test]
     fn keys_are_files_holding_exactly_their_values() {
         let root = tempfile::tempdir().unwrap();
-        let mut store = DirStore::open_locked(root.path(), "mynet").unwrap();
+        let mut store = DirStore::open_locked(root.path(), "mynet", options()).unwrap();
         assert!(
             store
                 .compare_and_swap("10.0.0.2", None, Some("id\r\neth0"))
@@ -265,7 +368,7 @@ mod tests {
     #[test]
     fn keys_cannot_escape_or_touch_the_lock() {
         let root = tempfile::tempdir().unwrap();
-        let mut store = DirStore::open_locked(root.path(), "mynet").unwrap();
+        let mut store = DirStore::open_locked(root.path(), "mynet", options()).unwrap();
         for key in ["lock", "../escape", "/etc/passwd", "..", ".hidden", ""] {
             assert!(
                 store.compare_and_swap(key, None, Some("x")).is_err(),
@@ -274,23 +377,81 @@ mod tests {
             assert!(store.get(key).is_err(), "{key}");
         }
         assert!(!root.path().join("escape").exists());
-        assert!(DirStore::open_locked(root.path(), "../up").is_err());
+        assert!(DirStore::open_locked(root.path(), "../up", options()).is_err());
     }
 
     #[test]
     fn a_dead_writers_temporary_file_is_removed_under_the_lock() {
         let root = tempfile::tempdir().unwrap();
-        drop(DirStore::open_locked(root.path(), "mynet").unwrap());
-        std::fs::write(root.path().join("mynet/.10.0.0.2.4242.tmp"), "half").unwrap();
-        let mut store = DirStore::open_locked(root.path(), "mynet").unwrap();
-        assert!(!root.path().join("mynet/.10.0.0.2.4242.tmp").exists());
+        drop(DirStore::open_locked(root.path(), "mynet", options()).unwrap());
+        std::fs::write(
+            root.path().join("mynet/.multus-wasm.10.0.0.2.4242.tmp"),
+            "half",
+        )
+        .unwrap();
+        // Someone else's temporary file in a shared directory is theirs.
+        std::fs::write(root.path().join("mynet/.editor-swap.tmp"), "x").unwrap();
+        let mut store = DirStore::open_locked(root.path(), "mynet", options()).unwrap();
+        assert!(
+            !root
+                .path()
+                .join("mynet/.multus-wasm.10.0.0.2.4242.tmp")
+                .exists()
+        );
+        assert!(root.path().join("mynet/.editor-swap.tmp").exists());
         assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_held_lock_times_out_at_the_deadline_naming_the_network() {
+        let root = tempfile::tempdir().unwrap();
+        let _holder = DirStore::open_locked(root.path(), "mynet", options()).unwrap();
+        let started = std::time::Instant::now();
+        let err = DirStore::open_locked(
+            root.path(),
+            "mynet",
+            StoreOptions {
+                lock_deadline: started + std::time::Duration::from_millis(100),
+                max_keys: DEFAULT_MAX_KEYS,
+            },
+        )
+        .unwrap_err();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(100));
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("network mynet's IPAM store"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_key_cap_holds_across_opens() {
+        let root = tempfile::tempdir().unwrap();
+        let capped = || StoreOptions {
+            max_keys: 3,
+            ..options()
+        };
+        let mut store = DirStore::open_locked(root.path(), "mynet", capped()).unwrap();
+        for key in ["a", "b", "c"] {
+            assert!(store.compare_and_swap(key, None, Some("v")).unwrap());
+        }
+        let err = store.compare_and_swap("d", None, Some("v")).unwrap_err();
+        assert!(err.contains("storeMaxKeys"), "{err}");
+        // Replacing and deleting still work; a delete frees a slot.
+        assert!(store.compare_and_swap("a", Some("v"), Some("w")).unwrap());
+        assert!(store.delete("b").unwrap());
+        assert!(store.compare_and_swap("d", None, Some("v")).unwrap());
+        drop(store);
+        let mut reopened = DirStore::open_locked(root.path(), "mynet", capped()).unwrap();
+        assert!(reopened.compare_and_swap("e", None, Some("v")).is_err());
+        assert_eq!(reopened.list().unwrap(), vec!["a", "c", "d"]);
     }
 
     #[test]
     fn the_lock_excludes_a_second_opener_until_dropped() {
         let root = tempfile::tempdir().unwrap();
-        let store = DirStore::open_locked(root.path(), "mynet").unwrap();
+        let store = DirStore::open_locked(root.path(), "mynet", options()).unwrap();
         let lock_path = root.path().join("mynet/lock");
         let other = std::fs::File::open(&lock_path).unwrap();
         let busy = rustix::fs::flock(&other, rustix::fs::FlockOperation::NonBlockingLockExclusive);
