@@ -844,7 +844,8 @@ mod tests {
             json!(""),
             Value::Null,
         ] {
-            check_ipam_data_dirs("n", &with(ok.clone()), &roots).unwrap_or_else(|err| panic!("{ok}: {err}"));
+            check_ipam_data_dirs("n", &with(ok.clone()), &roots)
+                .unwrap_or_else(|err| panic!("{ok}: {err}"));
         }
         check_ipam_data_dirs("n", &json!({"type": "bridge"}), &roots).unwrap();
         for bad in [

@@ -59,7 +59,8 @@ pub const DEFAULT_NATIVE_PLUGINS: &[&str] = &[
 /// Names of meta-plugins that are never exec'd as delegates, whatever
 /// `nativePlugins` says: ours and Multus's (a nested meta-plugin would take
 /// the NAD's JSON as its whole host config).
-pub const META_PLUGIN_NAMES: &[&str] = &["multus-wasm", "multus-wasm-shim", "multus", "multus-shim"];
+pub const META_PLUGIN_NAMES: &[&str] =
+    &["multus-wasm", "multus-wasm-shim", "multus", "multus-shim"];
 /// The macvlan modes allowed on a master when `allowedMacvlanModes` does not
 /// say otherwise: the ones that leave the master and its other children alone.
 pub const DEFAULT_MACVLAN_MODES: &[&str] = &["bridge", "private", "vepa"];
@@ -542,7 +543,10 @@ pub fn is_normal_absolute(path: &std::path::Path) -> bool {
         && path
             .components()
             .all(|component| matches!(component, Component::RootDir | Component::Normal(_)))
-        && !path.to_string_lossy().split('/').any(|part| part == "." || part == "..")
+        && !path
+            .to_string_lossy()
+            .split('/')
+            .any(|part| part == "." || part == "..")
 }
 
 fn take_wasm_limits(fields: &mut Map<String, Value>) -> Result<WasmLimits, ConfigError> {

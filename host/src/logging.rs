@@ -120,10 +120,12 @@ pub fn init_cni(file: Option<&Path>, level: LevelFilter, to_stderr: bool) {
     let _ = match (opened, to_stderr) {
         (Some(file), false) => builder.with_writer(Escaping(Mutex::new(file))).try_init(),
         (Some(file), true) => builder
-            .with_writer(Escaping(tracing_subscriber::fmt::writer::MakeWriterExt::and(
-                Mutex::new(file),
-                std::io::stderr,
-            )))
+            .with_writer(Escaping(
+                tracing_subscriber::fmt::writer::MakeWriterExt::and(
+                    Mutex::new(file),
+                    std::io::stderr,
+                ),
+            ))
             .try_init(),
         (None, true) => builder.with_writer(Escaping(std::io::stderr)).try_init(),
         (None, false) => return,
@@ -141,7 +143,10 @@ mod tests {
             escape_line("msg=a\n2026-12-04T00:00:00Z ERROR forged\n"),
             "msg=a\\n2026-12-04T00:00:00Z ERROR forged\n"
         );
-        assert_eq!(escape_line("bell\u{7}\u{1b}[31m\r"), "bell\\u{7}\\u{1b}[31m\\r");
+        assert_eq!(
+            escape_line("bell\u{7}\u{1b}[31m\r"),
+            "bell\\u{7}\\u{1b}[31m\\r"
+        );
         assert_eq!(escape_line("sep\u{2028}x"), "sep\\u{2028}x");
         let mut out = Vec::new();
         EscapingWriter(&mut out).write_all(b"a\nb\n").unwrap();

@@ -194,8 +194,12 @@ impl<'a> Call<'a> {
         };
         let specs = self.pod_specs(specs, pod)?;
         for spec in specs.iter().filter(|spec| !spec.operator) {
-            attachments::check_ipam_data_dirs(&spec.name, &spec.config, &self.config.ipam_data_roots)
-                .map_err(attach_error)?;
+            attachments::check_ipam_data_dirs(
+                &spec.name,
+                &spec.config,
+                &self.config.ipam_data_roots,
+            )
+            .map_err(attach_error)?;
         }
         Ok(specs)
     }
@@ -687,7 +691,9 @@ impl<'a> Call<'a> {
                         .to_string();
                     networks
                         .entry(network)
-                        .or_insert_with(|| (cached.config.clone(), cached.is_operator(), Vec::new()))
+                        .or_insert_with(|| {
+                            (cached.config.clone(), cached.is_operator(), Vec::new())
+                        })
                         .2
                         .push(GcAttachment {
                             container_id: container_id.clone(),

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod cluster;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -330,6 +331,27 @@ impl<'a> Cni<'a> {
     }
 
     pub fn call_raw(&self, command: &str, stdin: &[u8]) -> CniOutput {
+        self.call_bounded(command, stdin, None)
+    }
+
+    /// Like [`Cni::call`], failing the test (after killing the process) if
+    /// the call runs longer than `limit`: a bound on a hang, not a timing.
+    pub fn call_within(
+        &self,
+        command: &str,
+        config: &Value,
+        limit: std::time::Duration,
+    ) -> CniOutput {
+        let stdin = serde_json::to_vec(config).expect("json");
+        self.call_bounded(command, &stdin, Some(limit))
+    }
+
+    fn call_bounded(
+        &self,
+        command: &str,
+        stdin: &[u8],
+        limit: Option<std::time::Duration>,
+    ) -> CniOutput {
         let mut child = Command::new("ip");
         child
             .args(["netns", "exec", &self.node.netns.name])
@@ -353,6 +375,17 @@ impl<'a> Cni<'a> {
             .expect("stdin")
             .write_all(stdin)
             .expect("write stdin");
+        if let Some(limit) = limit {
+            let started = std::time::Instant::now();
+            while spawned.try_wait().expect("try_wait").is_none() {
+                if started.elapsed() > limit {
+                    let _ = spawned.kill();
+                    let _ = spawned.wait();
+                    panic!("{command} still running after {limit:?}: it hangs");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
         let output: Output = spawned.wait_with_output().expect("wait");
         CniOutput {
             code: output.status.code().unwrap_or(-1),

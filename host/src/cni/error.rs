@@ -154,7 +154,7 @@ impl CniError {
     pub fn from_json(output: &[u8]) -> Option<Self> {
         let wire: ErrorWireOwned = serde_json::from_slice(output).ok()?;
         Some(Self {
-            code: wire.code,
+            code: foreign_code(wire.code),
             msg: wire.msg,
             details: wire.details,
         })
@@ -169,10 +169,29 @@ impl CniError {
     }
 }
 
+/// A code a plugin reported, as this host passes it on: 0 (not an error
+/// code) and 100-107 (which mean the host's sandbox and policy) become 999.
+pub fn foreign_code(code: u32) -> u32 {
+    match code {
+        0 | 100..=107 => 999,
+        code => code,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+
+    #[test]
+    fn plugins_cannot_claim_the_sandbox_codes() {
+        for (reported, passed_on) in [(0, 999), (7, 7), (100, 999), (107, 999), (108, 108)] {
+            let error =
+                CniError::from_json(format!(r#"{{"code": {reported}, "msg": "m"}}"#).as_bytes())
+                    .unwrap();
+            assert_eq!(error.code, passed_on, "{reported}");
+        }
+    }
 
     #[test]
     fn json_has_cni_version_only_when_given_and_details_only_when_non_empty() {

@@ -30,9 +30,10 @@ pub const NESTED_ENV: &str = "MULTUS_WASM_NESTED";
 /// Refuse the meta-plugins' own type names (ours and Multus's): as a
 /// delegate, a meta-plugin takes the NAD's JSON as its whole host config.
 pub fn refuse_meta_plugin(plugin_type: &str) -> Result<(), CniError> {
-    let own_name = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.file_name().map(|name| name.to_string_lossy().into_owned()));
+    let own_name = std::env::current_exe().ok().and_then(|exe| {
+        exe.file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+    });
     if crate::config::META_PLUGIN_NAMES.contains(&plugin_type)
         || own_name.as_deref() == Some(plugin_type)
     {
@@ -44,9 +45,8 @@ pub fn refuse_meta_plugin(plugin_type: &str) -> Result<(), CniError> {
 /// Refuse `binary` when it is this very executable (under any name).
 pub fn refuse_self(plugin_type: &str, binary: &Path) -> Result<(), CniError> {
     use std::os::unix::fs::MetadataExt;
-    let same_file = |a: &std::fs::Metadata, b: &std::fs::Metadata| {
-        a.dev() == b.dev() && a.ino() == b.ino()
-    };
+    let same_file =
+        |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
     if let (Ok(exe), Ok(candidate)) = (
         std::fs::metadata("/proc/self/exe"),
         std::fs::metadata(binary),

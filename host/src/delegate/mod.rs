@@ -176,33 +176,53 @@ impl<'a> Node<'a> {
         }
     }
 
-    /// The binary of native plugin `plugin_type` for `attachment`, if the
-    /// operator allows it: a NAD's attachment may exec only the types in
-    /// `nativePlugins` (default: the reference set plus the operator's own
-    /// networks' types); no attachment may exec a meta-plugin (ours or
-    /// Multus's, by name or by being this very binary).
+    /// Whether `attachment` may exec native plugin `plugin_type`: a NAD's
+    /// attachment only the types in `nativePlugins` (default: the reference
+    /// set plus the operator's own networks' types); no attachment a
+    /// meta-plugin (ours or Multus's).
+    fn check_native_type(
+        &self,
+        plugin_type: &str,
+        attachment: &Attachment<'_>,
+    ) -> Result<(), CniError> {
+        exec::refuse_meta_plugin(plugin_type)?;
+        if attachment.operator
+            || self.config.native_plugin_allowed(plugin_type)
+            || (self.config.native_plugins.is_none()
+                && self.operator_types.borrow().contains(plugin_type))
+        {
+            return Ok(());
+        }
+        Err(CniError::invalid_network_config(format!(
+            "network {} asks for plugin type {plugin_type:?}, which is neither a registered wasm plugin (wasmPlugins) nor a native plugin the operator allows (nativePlugins: {})",
+            attachment.name,
+            match &self.config.native_plugins {
+                Some(list) => format!("{list:?}"),
+                None => "unset, so the reference plugins and the cluster network's types".into(),
+            }
+        )))
+    }
+
+    /// The binary of native plugin `plugin_type`, to be exec'd with
+    /// `config`, if the operator allows it (see [`Self::check_native_type`]).
+    /// A native plugin execs its own `ipam.type` from the same path, so that
+    /// type is checked too; neither may be this very binary under another
+    /// name.
     fn native_binary(
         &self,
         plugin_type: &str,
         attachment: &Attachment<'_>,
+        config: &Value,
     ) -> Result<PathBuf, CniError> {
-        exec::refuse_meta_plugin(plugin_type)?;
-        if !attachment.operator
-            && !self.config.native_plugin_allowed(plugin_type)
-            && !(self.config.native_plugins.is_none()
-                && self.operator_types.borrow().contains(plugin_type))
-        {
-            return Err(CniError::invalid_network_config(format!(
-                "network {} asks for plugin type {plugin_type:?}, which is neither a registered wasm plugin (wasmPlugins) nor a native plugin the operator allows (nativePlugins: {})",
-                attachment.name,
-                match &self.config.native_plugins {
-                    Some(list) => format!("{list:?}"),
-                    None => "unset, so the reference plugins and the cluster network's types".into(),
-                }
-            )));
-        }
+        self.check_native_type(plugin_type, attachment)?;
         let binary = exec::find_plugin(plugin_type, &self.bin_dirs)?;
         exec::refuse_self(plugin_type, &binary)?;
+        if let Some(ipam_type) = ipam_type(config).filter(|ipam_type| ipam_type != plugin_type) {
+            self.check_native_type(&ipam_type, attachment)?;
+            if let Ok(ipam_binary) = exec::find_plugin(&ipam_type, &self.bin_dirs) {
+                exec::refuse_self(&ipam_type, &ipam_binary)?;
+            }
+        }
         Ok(binary)
     }
 
@@ -372,7 +392,7 @@ impl<'a> Node<'a> {
         attachment: &Attachment<'_>,
         config: &Value,
     ) -> Result<CniResult, CniError> {
-        let binary = self.native_binary(plugin_type, attachment)?;
+        let binary = self.native_binary(plugin_type, attachment, config)?;
         let context = self.exec_context(attachment);
         let added =
             exec::exec_plugin(&binary, CniCommand::Add, config, &context).and_then(|result| {
@@ -509,7 +529,7 @@ impl<'a> Node<'a> {
                 Ok(outcome?.0)
             }
             None => {
-                let binary = self.native_binary(ipam_type, attachment)?;
+                let binary = self.native_binary(ipam_type, attachment, config)?;
                 let command = match command {
                     PluginCommand::Add => CniCommand::Add,
                     PluginCommand::Del => CniCommand::Del,
@@ -586,7 +606,7 @@ impl<'a> Node<'a> {
                 match self.wasm_plugin(plugin_type)? {
                     Some(plugin) => self.wasm_del(&plugin, attachment, &config, prev_result),
                     None => {
-                        let binary = self.native_binary(plugin_type, attachment)?;
+                        let binary = self.native_binary(plugin_type, attachment, &config)?;
                         exec::exec_plugin(
                             &binary,
                             CniCommand::Del,
@@ -696,7 +716,7 @@ impl<'a> Node<'a> {
                     self.check_plan(&plugin, &plan.ops, PluginCommand::Check, attachment.ifname)?;
                 }
                 None => {
-                    let binary = self.native_binary(plugin_type, attachment)?;
+                    let binary = self.native_binary(plugin_type, attachment, &config)?;
                     exec::exec_plugin(
                         &binary,
                         CniCommand::Check,
@@ -760,7 +780,8 @@ impl<'a> Node<'a> {
                         None => Ok(()),
                     },
                     None if list.cni_version.allows_gc_status() => {
-                        let binary = self.native_binary(plugin_type, &attachment)?;
+                        let binary =
+                            self.native_binary(plugin_type, &attachment, &plugin_config)?;
                         exec::exec_plugin(
                             &binary,
                             CniCommand::Gc,
@@ -802,7 +823,7 @@ impl<'a> Node<'a> {
                     Some(_) => {}
                     None => {
                         let binary = self
-                            .native_binary(&name, &attachment)
+                            .native_binary(&name, &attachment, &plugin_config)
                             .map_err(not_available)?;
                         if name == plugin_type && list.cni_version.allows_gc_status() {
                             exec::exec_plugin(

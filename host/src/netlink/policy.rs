@@ -46,13 +46,17 @@ impl MasterRules<'_> {
     /// does not exist) may be a master; the error says why not.
     pub fn check_host_master(&self, name: &str, link: Option<&LinkInfo>) -> Result<(), String> {
         let Some(link) = link else {
-            return Err(format!("master {name} does not exist in the host namespace"));
+            return Err(format!(
+                "master {name} does not exist in the host namespace"
+            ));
         };
         if let Some(allowed) = self.allowed_masters {
             return if allowed.iter().any(|master| master == name) {
                 Ok(())
             } else {
-                Err(format!("master {name} is not in allowedMasters {allowed:?}"))
+                Err(format!(
+                    "master {name} is not in allowedMasters {allowed:?}"
+                ))
             };
         }
         if !ORDINARY_KINDS.contains(&link.kind.as_str()) {

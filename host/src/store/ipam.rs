@@ -419,8 +419,7 @@ mod tests {
         assert!(started.elapsed() >= std::time::Duration::from_millis(100));
         assert!(matches!(err, StoreError::Locked { .. }), "{err}");
         assert!(
-            err.to_string()
-                .contains("network mynet's IPAM store"),
+            err.to_string().contains("network mynet's IPAM store"),
             "{err}"
         );
     }
