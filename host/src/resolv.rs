@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn devices_and_fifos_are_refused_without_blocking() {
-        for path in ["/dev/stdout", "/dev/zero", "/dev/null", "/proc/self"] {
+        for path in ["/dev/zero", "/dev/null", "/proc/self"] {
             let err = read(Path::new(path)).unwrap_err();
             assert!(matches!(err, ResolvError::NotRegular(_)), "{path}: {err}");
         }
