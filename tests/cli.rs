@@ -154,9 +154,12 @@ fn run_prints_the_cni_error_of_a_failing_guest() {
     assert_eq!(output.status.code(), Some(1));
     let error = stdout_json(&output);
     assert_eq!(error["code"], 999);
+    let digest = support::sha256_hex(&std::fs::read(test_artifacts::MACVLAN).unwrap());
     assert_eq!(
         error["msg"],
-        "failed to lookup master \"no-such-master\": Link not found"
+        format!(
+            "plugin macvlan (sha256 {digest}): failed to lookup master \"no-such-master\": Link not found"
+        )
     );
 }
 

@@ -1,17 +1,22 @@
 //! The sandbox against real compiled guests: every limit a hostile guest can
 //! hit gets its own error (code, plugin name, sha256, the limit), in bounded
-//! time, and the same sandbox serves the next call normally.
+//! time, and the same sandbox serves the next call normally. The attacks
+//! whose damage is outside the call's result (a hang, the process's memory,
+//! the log) run through the real binary's `plugin run`.
 
 mod support;
 
+use std::io::Read;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use multus_wasm::cni::CniError;
 use multus_wasm::sandbox::{
-    Limits, NoLinks, Plugin, PluginCommand, PluginRequest, Sandbox, SandboxError, World, code,
-    sha256_hex,
+    Limits, MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, NoLinks, Plugin,
+    PluginCommand, PluginRequest, Sandbox, SandboxError, World, code, sha256_hex,
 };
+use serde_json::{Value, json};
 
 fn request(config: serde_json::Value) -> PluginRequest {
     PluginRequest {
@@ -274,4 +279,285 @@ fn worlds_are_read_from_the_exports_and_checked_at_call() {
         .load("macvlan", Path::new(test_artifacts::MACVLAN_WASIP2), None)
         .unwrap();
     assert!(wasip2.abi.uses_wasi, "{:?}", wasip2.abi.imports);
+}
+
+/// What one run of the real binary did.
+struct Run {
+    exit: i32,
+    stdout: String,
+    stderr: String,
+    /// The child's peak RSS, in KiB (`wait4`'s `ru_maxrss`).
+    max_rss_kib: u64,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|err| {
+            panic!(
+                "stdout is not JSON ({err}): {:?} stderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// `multus-wasm plugin run <plugin> --command ADD --config <netconf>
+/// --no-cache <extra>`, reaped with `wait4` to read its own peak RSS.
+// The child is reaped by `wait4`, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+fn plugin_run(plugin: &str, netconf: Value, extra: &[&str]) -> Run {
+    let dir = support::scratch();
+    let config = dir.path().join("netconf.json");
+    std::fs::write(&config, netconf.to_string()).unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(support::BINARY)
+        .args(["plugin", "run", plugin, "--command", "ADD", "--config"])
+        .arg(&config)
+        .arg("--no-cache")
+        .args(extra)
+        .env_remove("CNI_COMMAND")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn multus-wasm");
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr_pipe.read_to_string(&mut text).unwrap();
+        text
+    });
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain out-parameters; `pid` is our child, not yet reaped.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
+    let elapsed = started.elapsed();
+    Run {
+        exit: if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        },
+        stdout,
+        stderr: stderr.join().unwrap(),
+        max_rss_kib: usage.ru_maxrss as u64,
+        elapsed,
+    }
+}
+
+fn hostile_netconf(behaviour: &str, count: u64) -> Value {
+    json!({"cniVersion": "1.0.0", "name": "x", "type": "hostile",
+           "behaviour": behaviour, "count": count, "message": "guest-line"})
+}
+
+#[test]
+fn a_wasi_sleep_is_cut_at_the_deadline() {
+    // Epoch interruption never stops a blocked host call: the deadline must
+    // bound wasi:io/poll itself.
+    let run = plugin_run(
+        test_artifacts::HOSTILE_WASIP2,
+        hostile_netconf("sleep", 60_000),
+        &["--timeout-ms", "300"],
+    );
+    assert_eq!(run.exit, 1, "stdout {} stderr {}", run.stdout, run.stderr);
+    let error = run.json();
+    assert_eq!(error["code"], code::DEADLINE, "{error}");
+    let msg = error["msg"].as_str().unwrap();
+    assert!(msg.contains("plugin hostile"), "{msg}");
+    assert!(
+        msg.contains(&digest_of(test_artifacts::HOSTILE_WASIP2)),
+        "{msg}"
+    );
+    assert!(msg.contains("300 ms"), "{msg}");
+    assert!(
+        run.elapsed < Duration::from_secs(10),
+        "took {:?}",
+        run.elapsed
+    );
+}
+
+#[test]
+fn a_short_wasi_sleep_within_the_deadline_succeeds() {
+    let run = plugin_run(
+        test_artifacts::HOSTILE_WASIP2,
+        hostile_netconf("sleep", 10),
+        &[],
+    );
+    assert_eq!(run.exit, 0, "stdout {} stderr {}", run.stdout, run.stderr);
+    assert_eq!(run.json()["ops"], json!([]));
+}
+
+#[test]
+fn a_wasi_sleep_in_a_long_lived_sandbox_stops_at_the_deadline() {
+    let limits = Limits {
+        timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let sandbox = Sandbox::new(limits, None).unwrap();
+    let plugin = sandbox
+        .load("hostile", Path::new(test_artifacts::HOSTILE_WASIP2), None)
+        .unwrap();
+    let (err, elapsed) = call(
+        &sandbox,
+        &plugin,
+        serde_json::json!({"behaviour": "sleep", "count": 60_000}),
+    );
+    assert!(matches!(err, SandboxError::Deadline { .. }), "{err}");
+    assert_eq!(err.cni_code(), code::DEADLINE);
+    assert_names_plugin(&err, &digest_of(test_artifacts::HOSTILE_WASIP2));
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "stopped early: {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+    // Each call gets its own deadline: the next short sleep is not cut.
+    sandbox
+        .call_delegate(
+            &plugin,
+            Box::new(NoLinks),
+            &request(serde_json::json!({"behaviour": "sleep", "count": 10})),
+        )
+        .expect("a short sleep after a cut one succeeds");
+    assert_healthy(&sandbox, &plugin);
+}
+
+#[test]
+fn memory_is_capped_for_the_whole_plugin_not_per_memory() {
+    // 150 core instances of 32 MiB each, every page written by a start
+    // function: each memory is under the 64 MiB cap, all together 4.8 GB.
+    let run = plugin_run(
+        test_artifacts::MANY_BIG_MEMORIES,
+        hostile_netconf("log", 0),
+        &["--memory-mib", "64"],
+    );
+    assert_eq!(run.exit, 1, "stdout {} stderr {}", run.stdout, run.stderr);
+    let error = run.json();
+    assert_eq!(error["code"], code::MEMORY, "{error}");
+    let msg = error["msg"].as_str().unwrap();
+    assert!(msg.contains("many-big-memories"), "{msg}");
+    assert!(
+        msg.contains(&digest_of(test_artifacts::MANY_BIG_MEMORIES)),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("memory limit of {} bytes", 64u64 << 20)),
+        "{msg}"
+    );
+    assert!(msg.contains("total"), "{msg}");
+    // The binary (compiling the component included) peaks near 40 MiB, plus
+    // the one 32 MiB memory allowed; unbounded, the attack reaches 4.8 GB.
+    assert!(
+        run.max_rss_kib < 256 * 1024,
+        "peak RSS {} KiB",
+        run.max_rss_kib
+    );
+}
+
+#[test]
+fn instances_memories_and_tables_are_counted_per_call() {
+    let sandbox = Sandbox::new(Limits::default(), None).unwrap();
+    let cases = [
+        (
+            test_artifacts::MANY_INSTANCES,
+            format!("limit of {MAX_INSTANCES} core instances"),
+        ),
+        (
+            test_artifacts::MANY_MEMORIES,
+            format!("limit of {MAX_MEMORIES} memories"),
+        ),
+        (
+            test_artifacts::MANY_TABLES,
+            format!("limit of {MAX_TABLES} tables"),
+        ),
+        (
+            test_artifacts::BIG_TABLES,
+            format!("limit of {MAX_TABLE_ELEMENTS} table elements"),
+        ),
+    ];
+    for (path, limit) in cases {
+        let name = Path::new(path).file_stem().unwrap().to_str().unwrap();
+        let plugin = sandbox.load(name, Path::new(path), None).unwrap();
+        let err = sandbox
+            .call_delegate(
+                &plugin,
+                Box::new(NoLinks),
+                &request(serde_json::json!({"behaviour": "log"})),
+            )
+            .expect_err("over a count");
+        assert!(matches!(err, SandboxError::Resources { .. }), "{err}");
+        assert_eq!(err.cni_code(), code::MEMORY, "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&limit), "{text}");
+        assert!(text.contains(&format!("plugin {name} ")), "{text}");
+        assert!(text.contains(&digest_of(path)), "{text}");
+    }
+    assert_healthy(&sandbox, &hostile(&sandbox));
+}
+
+#[test]
+fn wasi_output_counts_against_the_log_line_cap() {
+    let max = Limits::default().max_log_lines;
+    let run = plugin_run(
+        test_artifacts::HOSTILE_WASIP2,
+        hostile_netconf("print-lines", 600),
+        &[],
+    );
+    assert_eq!(run.exit, 0, "stdout {} stderr {}", run.stdout, run.stderr);
+    let guest_lines = run
+        .stderr
+        .lines()
+        .filter(|line| line.contains("guest-line"))
+        .count();
+    assert_eq!(guest_lines, max, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("log line limit reached"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_guest_cannot_claim_a_host_code_and_its_errors_name_it() {
+    let sandbox = Sandbox::new(Limits::default(), None).unwrap();
+    let plugin = hostile(&sandbox);
+    let digest = digest_of(test_artifacts::HOSTILE);
+    for reserved in [100, 101, 103, 107] {
+        let (err, _) = call(
+            &sandbox,
+            &plugin,
+            serde_json::json!({"behaviour": "error", "code": reserved,
+                               "message": "fake deadline", "details": "guest details"}),
+        );
+        let cni: CniError = err.into();
+        assert_eq!(cni.code, 999, "{cni}");
+        assert!(
+            cni.msg
+                .starts_with(&format!("plugin hostile (sha256 {digest}): fake deadline")),
+            "{}",
+            cni.msg
+        );
+        assert!(cni.msg.contains(&format!("code {reserved}")), "{}", cni.msg);
+        assert_eq!(cni.details, "guest details");
+    }
+    let (err, _) = call(
+        &sandbox,
+        &plugin,
+        serde_json::json!({"behaviour": "error", "code": 11, "message": "try later"}),
+    );
+    let cni: CniError = err.into();
+    assert_eq!(cni.code, 11);
+    assert_eq!(
+        cni.msg,
+        format!("plugin hostile (sha256 {digest}): try later")
+    );
 }

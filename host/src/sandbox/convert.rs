@@ -386,8 +386,16 @@ pub(super) fn plan_from_wit(plan: wit::Plan, limits: &Limits) -> Checked<Plan> {
     Ok(Plan { ops, result })
 }
 
-/// A guest's own CNI error, with its strings bounded.
-pub(super) fn plugin_error(error: wit::PluginError, limits: &Limits) -> SandboxError {
+/// A guest's own CNI error, with its strings bounded, its message prefixed
+/// with the plugin's name and sha256, and a code the host reserves
+/// ([`super::code::HOST_RESERVED`]) replaced by [`super::code::REMAPPED`]: a
+/// 101 always means the host's deadline, never a guest's say-so.
+pub(super) fn plugin_error(
+    error: wit::PluginError,
+    limits: &Limits,
+    plugin: &str,
+    digest: &str,
+) -> SandboxError {
     let bound = |mut text: String| {
         if text.len() > limits.max_string_bytes {
             let mut cut = limits.max_string_bytes;
@@ -399,9 +407,19 @@ pub(super) fn plugin_error(error: wit::PluginError, limits: &Limits) -> SandboxE
         }
         text
     };
+    let mut msg = format!("plugin {plugin} (sha256 {digest}): {}", bound(error.msg));
+    let code = if super::code::HOST_RESERVED.contains(&error.code) {
+        msg.push_str(&format!(
+            " (the plugin returned code {}, which only the host may use)",
+            error.code
+        ));
+        super::code::REMAPPED
+    } else {
+        error.code
+    };
     SandboxError::Plugin {
-        code: error.code,
-        msg: bound(error.msg),
+        code,
+        msg,
         details: bound(error.details),
     }
 }

@@ -2,11 +2,12 @@
 //! every limit a guest can hit.
 //!
 //! A call runs a verified component under a fuel budget, a wall-clock
-//! deadline (epoch interruption driven by one ticker thread), a memory cap
-//! and a wasm stack cap, then checks what the guest returned (op count,
-//! string sizes) before converting it into host-owned types. Each way a guest
-//! can fail maps to its own [`SandboxError`] variant and CNI code, naming the
-//! plugin and its sha256.
+//! deadline (epoch interruption driven by one ticker thread, and a timeout
+//! on every WASI call that can block), a cap on all its memories together,
+//! caps on its instances, memories and tables, and a wasm stack cap, then
+//! checks what the guest returned (op count, string sizes) before converting
+//! it into host-owned types. Each way a guest can fail maps to its own
+//! [`SandboxError`] variant and CNI code, naming the plugin and its sha256.
 //!
 //! Architecture Invariant: the generated WIT types stay inside this module
 //! (`bindings`, `state`, `convert`); callers see [`PluginRequest`],
@@ -33,23 +34,32 @@ pub use state::{IpamStore, LinkQueries, NoLinks};
 
 use crate::cni::CniResult;
 use crate::netlink::Plan;
-use state::{MemoryLimitHit, StoreState};
+use state::{DeadlineHit, MemoryLimitHit, StoreState, TableLimitHit};
 
 /// Interval of the epoch ticker; deadlines are precise to about this much.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Every limit a guest call runs under. All are configurable (host config
+/// Every limit a guest call runs under. These are configurable (host config
 /// `wasmLimits`, CLI flags); the defaults suit the shipped plugins with a
 /// wide margin (a host-local ADD burns well under 1% of the fuel).
+///
+/// Besides these, every call (store) is capped by constants: at most
+/// [`MAX_INSTANCES`] core instances, [`MAX_MEMORIES`] linear memories,
+/// [`MAX_TABLES`] tables and [`MAX_TABLE_ELEMENTS`] table elements in total
+/// (the shipped Rust components, `wasm32-wasip2` builds included, have 3
+/// core instances, 1 memory and 2 tables). Going over one fails the call
+/// with [`SandboxError::Resources`], code 103 like the memory cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Limits {
     /// Fuel units (about one per wasm instruction).
     pub fuel: u64,
-    /// Wall-clock deadline of one call.
+    /// Wall-clock deadline of one call: running wasm is interrupted at it,
+    /// and a WASI call blocked in `wasi:io/poll` returns at it.
     #[serde(rename = "timeoutMs", serialize_with = "serialize_millis")]
     pub timeout: Duration,
-    /// Linear memory cap, in bytes.
+    /// Cap on the plugin's linear memory, in bytes: all the memories of all
+    /// its core instances together.
     pub memory_bytes: usize,
     /// Maximum wasm stack, in bytes (engine-wide).
     pub max_wasm_stack: usize,
@@ -57,9 +67,19 @@ pub struct Limits {
     pub max_ops: usize,
     /// Maximum bytes of any string a guest returns or logs.
     pub max_string_bytes: usize,
-    /// Maximum log lines one call may write (later lines are dropped).
+    /// Maximum log lines one call may write, through the log import and
+    /// WASI stdout/stderr together (later lines are dropped).
     pub max_log_lines: usize,
 }
+
+/// Most core module instances one call may create.
+pub const MAX_INSTANCES: usize = 64;
+/// Most linear memories one call may create.
+pub const MAX_MEMORIES: usize = 16;
+/// Most tables one call may create.
+pub const MAX_TABLES: usize = 64;
+/// Most table elements all the tables of one call may hold together.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 fn serialize_millis<S: serde::Serializer>(
     value: &Duration,
@@ -156,15 +176,27 @@ pub enum SandboxError {
         digest: String,
         fuel: u64,
     },
-    /// The guest tried to grow its memory past the cap.
+    /// The guest tried to grow its memories past the cap (their total).
     #[error(
-        "plugin {plugin} (sha256 {digest}) exceeded its memory limit of {limit_bytes} bytes (asked for {requested_bytes})"
+        "plugin {plugin} (sha256 {digest}) exceeded its memory limit of {limit_bytes} bytes, the plugin's total over all its memories (it asked for {requested_bytes} bytes in total)"
     )]
     Memory {
         plugin: String,
         digest: String,
         limit_bytes: usize,
         requested_bytes: usize,
+    },
+    /// The guest went over a count every call is capped to: core instances,
+    /// memories, tables or table elements (code 103, as memory).
+    #[error(
+        "plugin {plugin} (sha256 {digest}) exceeded the sandbox's limit of {limit} {what} per call (asked for {requested})"
+    )]
+    Resources {
+        plugin: String,
+        digest: String,
+        what: &'static str,
+        limit: usize,
+        requested: usize,
     },
     /// The guest overflowed its wasm stack.
     #[error("plugin {plugin} (sha256 {digest}) overflowed its wasm stack ({limit_bytes} bytes)")]
@@ -225,6 +257,15 @@ pub enum SandboxError {
 /// CNI error codes of sandbox failures (plugin-specific range, >= 100), one
 /// per kind so an operator can tell them apart without reading the message.
 pub mod code {
+    use std::ops::RangeInclusive;
+
+    /// The codes that always mean the host's sandbox or policy refused
+    /// something; a guest returning one of them gets [`REMAPPED`] instead.
+    pub const HOST_RESERVED: RangeInclusive<u32> =
+        PLUGIN_REFUSED..=crate::netlink::policy::POLICY_CODE;
+    /// What a guest's error code in [`HOST_RESERVED`] becomes.
+    pub const REMAPPED: u32 = 999;
+
     pub const PLUGIN_REFUSED: u32 = 100;
     pub const DEADLINE: u32 = 101;
     pub const FUEL: u32 = 102;
@@ -247,7 +288,7 @@ impl SandboxError {
             | SandboxError::WrongWorld { .. } => code::PLUGIN_REFUSED,
             SandboxError::Deadline { .. } => code::DEADLINE,
             SandboxError::Fuel { .. } => code::FUEL,
-            SandboxError::Memory { .. } => code::MEMORY,
+            SandboxError::Memory { .. } | SandboxError::Resources { .. } => code::MEMORY,
             SandboxError::Stack { .. } => code::STACK,
             SandboxError::Panic { .. } | SandboxError::Trap { .. } => code::TRAP,
             SandboxError::OutputLimit { .. } | SandboxError::InvalidOutput { .. } => code::OUTPUT,
@@ -529,6 +570,7 @@ impl Sandbox {
             &plugin.name,
             &plugin.digest,
             self.limits,
+            Instant::now() + self.limits.timeout,
             links,
             store,
             plugin.abi.uses_wasi,
@@ -618,7 +660,9 @@ impl Sandbox {
         let (instantiated, outcome) =
             outcome.map_err(|err| self.trap_error(plugin, &mut store, err))?;
         let stats = self.stats(&store, started, instantiated, finished);
-        let value = outcome.map_err(|error| convert::plugin_error(error, &self.limits))?;
+        let value = outcome.map_err(|error| {
+            convert::plugin_error(error, &self.limits, &plugin.name, &plugin.digest)
+        })?;
         Ok((value, stats))
     }
 
@@ -667,6 +711,31 @@ impl Sandbox {
                 requested_bytes: hit.requested,
             };
         }
+        if let Some(hit) = err.downcast_ref::<TableLimitHit>() {
+            return SandboxError::Resources {
+                plugin: name,
+                digest,
+                what: "table elements",
+                limit: MAX_TABLE_ELEMENTS,
+                requested: hit.requested,
+            };
+        }
+        if let Some((what, limit, requested)) = count_limit_hit(&err) {
+            return SandboxError::Resources {
+                plugin: name,
+                digest,
+                what,
+                limit,
+                requested,
+            };
+        }
+        if err.downcast_ref::<DeadlineHit>().is_some() {
+            return SandboxError::Deadline {
+                plugin: name,
+                digest,
+                timeout_ms: self.limits.timeout.as_millis(),
+            };
+        }
         if let Some(trap) = err.downcast_ref::<Trap>() {
             match trap {
                 Trap::OutOfFuel => {
@@ -706,6 +775,28 @@ impl Sandbox {
             trap: format!("{err:#}"),
         }
     }
+}
+
+/// The count wasmtime refused when instantiating past one of the limiter's
+/// `instances`/`memories`/`tables` caps: (what, limit, requested).
+///
+/// wasmtime reports these with a plain message, "resource limit exceeded:
+/// {instance,memory,table} count too high at N" (`bump_resource_counts`), not
+/// a type; `tests/sandbox.rs` pins each message against real components.
+fn count_limit_hit(err: &wasmtime::Error) -> Option<(&'static str, usize, usize)> {
+    err.chain().find_map(|cause| {
+        let message = cause.to_string();
+        let rest = message.strip_prefix("resource limit exceeded: ")?;
+        let (kind, count) = rest.split_once(" count too high at ")?;
+        let requested = count.trim().parse().ok()?;
+        let (what, limit) = match kind {
+            "instance" => ("core instances", MAX_INSTANCES),
+            "memory" => ("memories", MAX_MEMORIES),
+            "table" => ("tables", MAX_TABLES),
+            _ => return None,
+        };
+        Some((what, limit, requested))
+    })
 }
 
 /// What the CLI's `plugin inspect` prints.
@@ -769,5 +860,35 @@ pub type SharedSandbox = Arc<Sandbox>;
 impl From<SandboxError> for crate::cni::CniError {
     fn from(err: SandboxError) -> Self {
         crate::cni::CniError::new(err.cni_code(), err.to_string()).with_details(err.details())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wasmtime_count_errors_map_to_the_cap_they_hit() {
+        let err = wasmtime::Error::msg("resource limit exceeded: instance count too high at 65")
+            .context("instantiating the component");
+        assert_eq!(
+            count_limit_hit(&err),
+            Some(("core instances", MAX_INSTANCES, 65))
+        );
+        let err = wasmtime::Error::msg("resource limit exceeded: memory count too high at 17");
+        assert_eq!(count_limit_hit(&err), Some(("memories", MAX_MEMORIES, 17)));
+        let err = wasmtime::Error::msg("resource limit exceeded: table count too high at 66");
+        assert_eq!(count_limit_hit(&err), Some(("tables", MAX_TABLES, 66)));
+        let err = wasmtime::Error::msg("some other trap");
+        assert_eq!(count_limit_hit(&err), None);
+    }
+
+    #[test]
+    fn guest_codes_in_the_host_range_are_reserved() {
+        assert!(code::HOST_RESERVED.contains(&code::PLUGIN_REFUSED));
+        assert!(code::HOST_RESERVED.contains(&code::OUTPUT));
+        assert!(code::HOST_RESERVED.contains(&crate::netlink::policy::POLICY_CODE));
+        assert!(!code::HOST_RESERVED.contains(&code::REMAPPED));
+        assert!(!code::HOST_RESERVED.contains(&11));
     }
 }

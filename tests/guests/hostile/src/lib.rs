@@ -9,6 +9,11 @@
 //! - `long-string`: returns an op whose link name is `count` bytes (string cap);
 //! - `panic`: panics with `message`;
 //! - `print`: writes `message` to stdout and stderr, then returns an empty plan;
+//! - `print-lines`: writes `count` numbered lines `<message> <n>` to stdout,
+//!   then returns an empty plan (log line cap);
+//! - `sleep`: `std::thread::sleep` for `count` milliseconds, then returns an
+//!   empty plan (built for wasm32-wasip2, the sleep waits in `wasi:io/poll`);
+//! - `error`: returns a CNI error with `code`, `message` and `details`;
 //! - `plan`: returns the ops in `ops` verbatim (policy tests);
 //! - `log`: logs `message` at every level and returns an empty plan.
 
@@ -25,6 +30,10 @@ struct Conf {
     count: usize,
     #[serde(default)]
     message: String,
+    #[serde(default)]
+    code: u32,
+    #[serde(default)]
+    details: String,
     #[serde(default)]
     ops: Vec<OpSpec>,
 }
@@ -159,6 +168,17 @@ impl Delegate for Hostile {
                 eprintln!("{}", conf.message);
                 Ok(Plan::empty())
             }
+            "print-lines" => {
+                for n in 0..conf.count {
+                    println!("{} {n}", conf.message);
+                }
+                Ok(Plan::empty())
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_millis(conf.count as u64));
+                Ok(Plan::empty())
+            }
+            "error" => Err(PluginError::new(conf.code, conf.message).with_details(conf.details)),
             "log" => {
                 for level in [
                     Level::Error,
