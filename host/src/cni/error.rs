@@ -169,12 +169,20 @@ impl CniError {
     }
 }
 
-/// A code a plugin reported, as this host passes it on: 0 (not an error
-/// code) and 100-107 (which mean the host's sandbox and policy) become 999.
+/// The codes that always mean this host's sandbox or policy refused
+/// something (100 plugin refused .. 107 plan refused by the policy).
+pub const HOST_RESERVED: std::ops::RangeInclusive<u32> = 100..=107;
+/// What a plugin's code in [`HOST_RESERVED`] (or 0, not an error code)
+/// becomes when the host passes it on.
+pub const REMAPPED: u32 = 999;
+
+/// A code a plugin reported, as this host passes it on: 0 and the codes in
+/// [`HOST_RESERVED`] become [`REMAPPED`].
 pub fn foreign_code(code: u32) -> u32 {
-    match code {
-        0 | 100..=107 => 999,
-        code => code,
+    if code == 0 || HOST_RESERVED.contains(&code) {
+        REMAPPED
+    } else {
+        code
     }
 }
 

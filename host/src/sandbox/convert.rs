@@ -408,15 +408,13 @@ pub(super) fn plugin_error(
         text
     };
     let mut msg = format!("plugin {plugin} (sha256 {digest}): {}", bound(error.msg));
-    let code = if super::code::HOST_RESERVED.contains(&error.code) {
+    let code = crate::cni::error::foreign_code(error.code);
+    if code != error.code {
         msg.push_str(&format!(
             " (the plugin returned code {}, which only the host may use)",
             error.code
         ));
-        super::code::REMAPPED
-    } else {
-        error.code
-    };
+    }
     SandboxError::Plugin {
         code,
         msg,

@@ -257,14 +257,7 @@ pub enum SandboxError {
 /// CNI error codes of sandbox failures (plugin-specific range, >= 100), one
 /// per kind so an operator can tell them apart without reading the message.
 pub mod code {
-    use std::ops::RangeInclusive;
-
-    /// The codes that always mean the host's sandbox or policy refused
-    /// something; a guest returning one of them gets [`REMAPPED`] instead.
-    pub const HOST_RESERVED: RangeInclusive<u32> =
-        PLUGIN_REFUSED..=crate::netlink::policy::POLICY_CODE;
-    /// What a guest's error code in [`HOST_RESERVED`] becomes.
-    pub const REMAPPED: u32 = 999;
+    pub use crate::cni::error::{HOST_RESERVED, REMAPPED};
 
     pub const PLUGIN_REFUSED: u32 = 100;
     pub const DEADLINE: u32 = 101;
