@@ -11,16 +11,17 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use multus_wasm::cni::CniError;
+use multus_wasm::cni::{CniCommand, CniError};
+use multus_wasm::netlink::query::NoLinks;
 use multus_wasm::sandbox::{
-    Limits, MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, NoLinks, Plugin,
-    PluginCommand, PluginRequest, Sandbox, SandboxError, World, code, sha256_hex,
+    Limits, MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, Plugin, PluginRequest,
+    Sandbox, SandboxError, World, code, sha256_hex,
 };
 use serde_json::{Value, json};
 
 fn request(config: serde_json::Value) -> PluginRequest {
     PluginRequest {
-        command: PluginCommand::Add,
+        command: CniCommand::Add,
         container_id: "sandbox-test".into(),
         netns: String::new(),
         ifname: "net1".into(),

@@ -9,10 +9,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+use crate::cni::CniCommand as PluginCommand;
 use crate::cni::{CniError, CniResult, CniVersion, parse_cni_args};
 use crate::netlink::handles::{Handles, NetnsFile};
 use crate::netlink::query::KernelLinks;
-use crate::sandbox::{Limits, PluginCommand, PluginRequest, Sandbox, World};
+use crate::sandbox::{Limits, PluginRequest, Sandbox, World};
 use crate::store::ipam::DirStore;
 
 /// Where compiled plugins are cached unless told otherwise.
@@ -445,7 +446,7 @@ fn bench(args: &BenchArgs) -> Result<String, CniError> {
                 sandbox
                     .call_ipam(
                         &plugin,
-                        Box::new(crate::sandbox::NoLinks),
+                        Box::new(crate::netlink::query::NoLinks),
                         Box::new(store),
                         &request,
                     )?
@@ -549,7 +550,7 @@ fn verify(dir: Option<&Path>, config: Option<&Path>) -> Result<String, CniError>
 fn compile(config_path: &Path) -> Result<String, CniError> {
     let config = host_config(config_path)?;
     let sandbox = Sandbox::new(
-        crate::delegate::limits_from_config(&config),
+        Limits::from_config(&config.wasm_limits),
         Some(&config.wasm_cache_dir),
     )?;
     let mut report = serde_json::Map::new();

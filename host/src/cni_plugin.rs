@@ -4,13 +4,11 @@
 use std::io::Read;
 use std::sync::Arc;
 
+use crate::call::Call;
 use crate::cni::{CniCommand, CniEnv, CniError, requested_version, version_output};
 use crate::config::MultusConfig;
-use crate::delegate::Node;
-use crate::k8s::NetworkSource;
-use crate::k8s::api::ApiSource;
-use crate::k8s::local::LocalSource;
-use crate::multus::Call;
+use crate::node::NodeEffects;
+use crate::runner::NodePlugins;
 
 /// Run one CNI command from the process environment; returns the exit code.
 pub fn main() -> i32 {
@@ -39,7 +37,7 @@ pub fn run(vars: impl IntoIterator<Item = (String, String)>, stdin: &[u8]) -> (S
     let vars: Vec<(String, String)> = vars.into_iter().collect();
     let outcome = if vars
         .iter()
-        .any(|(key, _)| key == crate::delegate::exec::NESTED_ENV)
+        .any(|(key, _)| key == crate::runner::native::NESTED_ENV)
     {
         Err(CniError::invalid_network_config(
             "multus-wasm was exec'd as a delegate of multus-wasm: a nested call is refused (its stdin is a network config, not a host config)",
@@ -85,28 +83,12 @@ fn dispatch(
             .build()
             .map_err(|err| CniError::internal(format!("tokio runtime: {err}")))?,
     );
-    let source: Box<dyn NetworkSource> = match &config.kubeconfig {
-        Some(kubeconfig) => Box::new(ApiSource::new(runtime.clone(), kubeconfig)?),
-        None => Box::new(LocalSource::new(&config.manifest_dir)),
-    };
-    let node = Node::new(
-        &config,
-        runtime,
-        env.container_id.as_deref().unwrap_or_default(),
-        env.netns.as_deref().unwrap_or_default(),
-        &env.cni_path,
-    )?;
-    if matches!(env.command, CniCommand::Add | CniCommand::Check) && !node.has_netns() {
-        return Err(CniError::invalid_environment(format!(
-            "netns {} does not exist",
-            env.netns.as_deref().unwrap_or_default()
-        )));
-    }
+    let plugins = Arc::new(NodePlugins::new(&config));
+    let effects = NodeEffects::new(&config, runtime, plugins)?;
     let call = Call {
         config: &config,
         env: &env,
-        source: source.as_ref(),
-        node: &node,
+        effects: &effects,
     };
     match env.command {
         CniCommand::Add => call.add().map(|result| result.to_string()),

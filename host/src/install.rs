@@ -115,7 +115,7 @@ impl InstallOptions {
             .get("wasmLimits")
             .and_then(|value| serde_json::from_value(value.clone()).ok())
             .unwrap_or_default();
-        crate::delegate::limits_from(&wasm_limits)
+        Limits::from_config(&wasm_limits)
     }
 }
 

@@ -1,20 +1,19 @@
 //! multus-wasm: a Multus-compatible CNI meta-plugin whose delegates run as
 //! sandboxed WebAssembly components. See ARCHITECTURE.md for the code map.
 
-pub mod annotations;
-pub mod attachments;
+pub use multus_wasm_core::{annotations, attachments, cni, config, plan, status};
+
+pub mod call;
 pub mod cli;
-pub mod cni;
 pub mod cni_plugin;
-pub mod config;
-pub mod delegate;
+pub mod confdir;
 pub mod install;
 pub mod k8s;
 pub mod logging;
-pub mod multus;
 pub mod netlink;
+pub mod node;
 pub mod resolv;
+pub mod runner;
 pub mod sandbox;
-pub mod status;
 pub mod store;
 pub mod timing;

@@ -17,8 +17,10 @@ use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol, RouteScope as 
 use rtnetlink::{Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
 
 use super::handles::{Handles, NetnsFile};
-use super::op::{AddRoute, CreateMacvlan, MacAddr, MacvlanMode, Op, RouteScope};
 use super::query::{self, errno_of, is_no_such_device, libc_errno};
+use crate::plan::{
+    AddRoute, ApplyError, CheckedPlan, CreateMacvlan, MacAddr, MacvlanMode, Op, RouteScope,
+};
 
 /// The interface group of every link a plan creates. A pod's DEL deletes
 /// them all with one RTM_DELLINK for the group: the kernel then tears them
@@ -29,39 +31,6 @@ pub const WASM_LINK_GROUP: u32 = 0x6d77_6173;
 /// Set to an op index to make the executor fail just before applying that
 /// op (a test hook for the rollback suites; never set in production).
 pub const FAULT_ENV: &str = "MULTUS_WASM_FAULT_AT_OP";
-
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// An op failed in the kernel; everything applied before it was undone.
-    #[error("op {index} ({op}) failed: {reason}{}", undo_note(.undo_errors))]
-    Op {
-        index: usize,
-        op: String,
-        reason: String,
-        undo_errors: Vec<String>,
-    },
-    /// The test hook fired.
-    #[error("injected fault before op {index} ({op}){}", undo_note(.undo_errors))]
-    Injected {
-        index: usize,
-        op: String,
-        undo_errors: Vec<String>,
-    },
-}
-
-fn undo_note(errors: &[String]) -> String {
-    if errors.is_empty() {
-        String::new()
-    } else {
-        format!("; undoing it also failed: {}", errors.join("; "))
-    }
-}
-
-impl From<ApplyError> for crate::cni::CniError {
-    fn from(err: ApplyError) -> Self {
-        crate::cni::CniError::internal(err.to_string())
-    }
-}
 
 /// The inverse of one applied op.
 #[derive(Debug, Clone)]
@@ -91,6 +60,10 @@ enum Undo {
     DeleteRoute {
         message: RouteMessage,
     },
+    /// A route this plan deleted (a default route the meta-plugin removed).
+    RestoreRoute {
+        message: RouteMessage,
+    },
     RestoreSysctl {
         key: String,
         value: String,
@@ -107,7 +80,9 @@ impl Undo {
             | Undo::SetMtu { index, .. }
             | Undo::SetMac { index, .. } => Some(*index),
             Undo::DeleteAddress { message } => Some(message.header.index),
-            Undo::DeleteRoute { .. } | Undo::RestoreSysctl { .. } => None,
+            Undo::DeleteRoute { .. } | Undo::RestoreRoute { .. } | Undo::RestoreSysctl { .. } => {
+                None
+            }
         }
     }
 }
@@ -171,10 +146,12 @@ impl<'a> Executor<'a> {
         sandbox_handle(self.handles)
     }
 
-    /// Apply `ops` in order. On failure everything applied is undone in
-    /// reverse before the error is returned; on success the journal is
-    /// returned so the caller can still undo (a later attachment failed).
-    pub fn apply(&self, ops: &[Op]) -> Result<Journal, ApplyError> {
+    /// Apply the plan's ops in order. On failure everything applied is
+    /// undone in reverse before the error is returned; on success the
+    /// journal is returned so the caller can still undo (a later attachment
+    /// failed). Only a plan the policy checked can be applied.
+    pub fn apply(&self, plan: &CheckedPlan) -> Result<Journal, ApplyError> {
+        let ops = plan.ops();
         let _span = crate::timing::span("netlink");
         let runtime = self.handles.runtime.clone();
         runtime.block_on(async {
@@ -296,6 +273,10 @@ impl<'a> Executor<'a> {
                 .execute()
                 .await
                 .or_else(ignore_gone),
+            Undo::RestoreRoute { message } => match add_route(handle, message.clone()).await {
+                Err(err) if errno_of(&err) == Some(libc_errno::EEXIST) => Ok(()),
+                other => other.or_else(ignore_gone),
+            },
             Undo::RestoreSysctl { key, value } => {
                 write_sysctl(self.handles, key, value).map(|_| ())
             }
@@ -435,6 +416,27 @@ impl<'a> Executor<'a> {
                 Ok(None) => Ok(()),
                 Err(err) => Err(format!("looking up {link}: {err}")),
             },
+            Op::RemoveDefaultRoutes { link, family } => {
+                let Some(found) = query::link_by_name(handle, link)
+                    .await
+                    .map_err(|err| format!("looking up {link}: {err}"))?
+                else {
+                    return Ok(());
+                };
+                for message in query::default_routes_via(handle, *family, found.index)
+                    .await
+                    .map_err(|err| format!("listing the default routes of {link}: {err}"))?
+                {
+                    handle
+                        .route()
+                        .del(message.clone())
+                        .execute()
+                        .await
+                        .map_err(|err| format!("deleting a default route of {link}: {err}"))?;
+                    journal.entries.push(Undo::RestoreRoute { message });
+                }
+                Ok(())
+            }
         }
     }
 
@@ -637,92 +639,6 @@ pub fn write_sysctl(handles: &Handles, key: &str, value: &str) -> Result<String,
     })?
 }
 
-/// The MAC of `name` in the pod, for filling results from the kernel.
-pub fn link_mac(handles: &Handles, name: &str) -> Option<MacAddr> {
-    let _span = crate::timing::span("netlink");
-    let handle = handles.sandbox.as_ref()?;
-    handles
-        .runtime
-        .block_on(query::link_by_name(handle, name))
-        .ok()
-        .flatten()
-        .and_then(|link| link.mac)
-}
-
-/// Delete the default routes of `family` (`0.0.0.0/0`, `::/0`) through
-/// `ifname` in the pod; returns how many were deleted.
-pub fn remove_default_routes(handles: &Handles, ifname: &str, ipv6: bool) -> Result<usize, String> {
-    let Some(handle) = handles.sandbox.as_ref() else {
-        return Ok(0);
-    };
-    handles.runtime.block_on(async {
-        let Some(link) = query::link_by_name(handle, ifname)
-            .await
-            .map_err(|err| err.to_string())?
-        else {
-            return Ok(0);
-        };
-        let request = if ipv6 {
-            RouteMessageBuilder::<Ipv6Addr>::new().build()
-        } else {
-            RouteMessageBuilder::<Ipv4Addr>::new().build()
-        };
-        let routes: Vec<RouteMessage> =
-            futures::TryStreamExt::try_collect(handle.route().get(request).execute())
-                .await
-                .map_err(|err| err.to_string())?;
-        let mut deleted = 0;
-        for route in routes {
-            if route.header.destination_prefix_length == 0
-                && route.header.table == 254
-                && route_oif(&route) == Some(link.index)
-            {
-                handle
-                    .route()
-                    .del(route)
-                    .execute()
-                    .await
-                    .map_err(|err| format!("deleting a default route of {ifname}: {err}"))?;
-                deleted += 1;
-            }
-        }
-        Ok(deleted)
-    })
-}
-
-/// Add a default route via `gateway` through `ifname` in the pod (an
-/// existing identical route is fine).
-pub fn add_default_route(handles: &Handles, ifname: &str, gateway: IpAddr) -> Result<(), String> {
-    let Some(handle) = handles.sandbox.as_ref() else {
-        return Err("no pod namespace".into());
-    };
-    handles.runtime.block_on(async {
-        let link = query::link_by_name(handle, ifname)
-            .await
-            .map_err(|err| err.to_string())?
-            .ok_or_else(|| format!("{ifname} not found in the pod"))?;
-        let dst = match gateway {
-            IpAddr::V4(_) => IpNet::V4(Default::default()),
-            IpAddr::V6(_) => IpNet::V6(Default::default()),
-        };
-        let route = AddRoute {
-            link: ifname.into(),
-            dst,
-            gateway: Some(gateway),
-            metric: None,
-            table: None,
-            scope: None,
-        };
-        match add_route(handle, route_message(&route, link.index)).await {
-            Ok(()) => Ok(()),
-            Err(err) if errno_of(&err) == Some(libc_errno::EEXIST) => Ok(()),
-            Err(err) => Err(format!(
-                "adding default route via {gateway} dev {ifname}: {err}"
-            )),
-        }
-    })
-}
-
 /// A batch delete of the pod's wasm-created links, running on the pod's
 /// netns thread while the caller goes on (the kernel spends most of it
 /// waiting for an RCU grace period).
@@ -791,16 +707,4 @@ fn delete_link_group_here() -> Result<bool, String> {
         },
         other => Err(format!("batch delete: unexpected reply {other:?}")),
     }
-}
-
-/// Whether a link of this name exists in the pod.
-pub fn link_exists(handles: &Handles, name: &str) -> Result<bool, String> {
-    let Some(handle) = handles.sandbox.as_ref() else {
-        return Ok(false);
-    };
-    handles
-        .runtime
-        .block_on(query::link_by_name(handle, name))
-        .map(|link| link.is_some())
-        .map_err(|err| err.to_string())
 }

@@ -15,8 +15,8 @@ use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage}
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 use super::handles::Handles;
-use super::op::{IpFamily, LinkInfo, MacAddr, MacvlanMode, Netns};
 use crate::cni::Route;
+use crate::plan::{IpFamily, LinkInfo, MacAddr, MacvlanMode, Netns};
 
 const RT_TABLE_MAIN: u32 = 254;
 
@@ -198,6 +198,41 @@ pub async fn default_route_link(
     Ok(None)
 }
 
+/// The main-table default routes of `family` whose output link is `index`.
+pub async fn default_routes_via(
+    handle: &Handle,
+    family: IpFamily,
+    index: u32,
+) -> Result<Vec<RouteMessage>, rtnetlink::Error> {
+    Ok(main_table_routes(handle, family)
+        .await?
+        .into_iter()
+        .filter(|route| {
+            route.header.destination_prefix_length == 0 && route_oif(route) == Some(index)
+        })
+        .collect())
+}
+
+/// A link of the pod by name (`None` without a pod namespace or link).
+pub fn pod_link(handles: &Handles, name: &str) -> Result<Option<LinkInfo>, String> {
+    let Some(handle) = handles.sandbox.as_ref() else {
+        return Ok(None);
+    };
+    let _span = crate::timing::span("netlink");
+    handles
+        .runtime
+        .block_on(link_by_name(handle, name))
+        .map_err(|err| format!("looking up {name} in the pod: {err}"))
+}
+
+/// A link of the host namespace by name.
+pub fn host_link(handles: &Handles, name: &str) -> Result<Option<LinkInfo>, String> {
+    handles
+        .runtime
+        .block_on(link_by_name(&handles.host, name))
+        .map_err(|err| format!("looking up {name} in the host namespace: {err}"))
+}
+
 /// Addresses (with prefix length) on the link `name`.
 pub async fn addresses(handle: &Handle, name: &str) -> Result<Vec<IpNet>, rtnetlink::Error> {
     let Some(link) = link_by_name(handle, name).await? else {
@@ -293,6 +328,33 @@ pub async fn routes(handle: &Handle, name: &str) -> Result<Vec<Route>, rtnetlink
     Ok(result)
 }
 
+/// Read-only link queries a guest may make, answered by the host.
+pub trait LinkQueries: Send {
+    fn get_link(&mut self, netns: Netns, name: &str) -> Option<LinkInfo>;
+    fn default_route_link(&mut self, netns: Netns, family: IpFamily) -> Option<LinkInfo>;
+    fn addresses(&mut self, netns: Netns, name: &str) -> Vec<IpNet>;
+    fn routes(&mut self, netns: Netns, name: &str) -> Vec<Route>;
+}
+
+/// Answers every query with "nothing there" (no netns to look into).
+#[derive(Debug, Default)]
+pub struct NoLinks;
+
+impl LinkQueries for NoLinks {
+    fn get_link(&mut self, _: Netns, _: &str) -> Option<LinkInfo> {
+        None
+    }
+    fn default_route_link(&mut self, _: Netns, _: IpFamily) -> Option<LinkInfo> {
+        None
+    }
+    fn addresses(&mut self, _: Netns, _: &str) -> Vec<IpNet> {
+        Vec::new()
+    }
+    fn routes(&mut self, _: Netns, _: &str) -> Vec<Route> {
+        Vec::new()
+    }
+}
+
 /// Link queries against the kernel, for guests: the host namespace and,
 /// when there is one, the pod's. Errors read as "nothing there" to the guest
 /// and are logged.
@@ -331,7 +393,7 @@ impl KernelLinks {
     }
 }
 
-impl crate::sandbox::LinkQueries for KernelLinks {
+impl LinkQueries for KernelLinks {
     fn get_link(&mut self, netns: Netns, name: &str) -> Option<LinkInfo> {
         self.run(netns, "get-link", async |handle| {
             link_by_name(handle, name).await
@@ -363,7 +425,7 @@ impl crate::sandbox::LinkQueries for KernelLinks {
 pub struct GuestLinks {
     inner: KernelLinks,
     allowed_masters: Option<Vec<String>>,
-    refusals: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    refusals: super::Refusals,
 }
 
 impl GuestLinks {
@@ -373,7 +435,7 @@ impl GuestLinks {
     pub fn new(
         handles: Handles,
         allowed_masters: Option<Vec<String>>,
-        refusals: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+        refusals: super::Refusals,
     ) -> Self {
         GuestLinks {
             inner: KernelLinks::new(handles),
@@ -385,7 +447,7 @@ impl GuestLinks {
     fn screen(&mut self, link: Option<LinkInfo>, asked: &str) -> Option<LinkInfo> {
         let link = link?;
         let modes = std::collections::BTreeMap::new();
-        let rules = super::policy::MasterRules {
+        let rules = crate::plan::policy::MasterRules {
             allowed_masters: self.allowed_masters.as_deref(),
             macvlan_modes: &modes,
         };
@@ -402,7 +464,7 @@ impl GuestLinks {
     }
 }
 
-impl crate::sandbox::LinkQueries for GuestLinks {
+impl LinkQueries for GuestLinks {
     fn get_link(&mut self, netns: Netns, name: &str) -> Option<LinkInfo> {
         let link = self.inner.get_link(netns, name);
         match netns {

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::bindings::{wit, wit_links};
-use super::{Limits, PluginCommand, PluginRequest, SandboxError};
+use super::{Limits, PluginRequest, SandboxError};
+use crate::cni::CniCommand;
 use crate::cni::{CniResult, CniVersion, Dns, Interface, IpConfig, Route};
 use crate::netlink::{self, LinkInfo, MacAddr, MacvlanMode, Netns, Op, Plan, RouteScope};
 
@@ -174,11 +175,13 @@ fn result_to_wit(result: &CniResult) -> wit::CniResult {
 pub(super) fn request_to_wit(request: &PluginRequest) -> wit::Request {
     wit::Request {
         command: match request.command {
-            PluginCommand::Add => wit::Command::Add,
-            PluginCommand::Del => wit::Command::Del,
-            PluginCommand::Check => wit::Command::Check,
-            PluginCommand::Status => wit::Command::Status,
-            PluginCommand::Gc => wit::Command::Gc,
+            CniCommand::Add => wit::Command::Add,
+            CniCommand::Del => wit::Command::Del,
+            CniCommand::Check => wit::Command::Check,
+            CniCommand::Status => wit::Command::Status,
+            CniCommand::Gc => wit::Command::Gc,
+            // Never asked of a plugin: the host answers VERSION itself.
+            CniCommand::Version => wit::Command::Status,
         },
         container_id: request.container_id.clone(),
         netns: request.netns.clone(),
@@ -336,7 +339,7 @@ fn op_from_wit(op: wit::NetlinkOp, limits: &Limits) -> Checked<Op> {
             address: parse_net("address", &add.address, limits)?,
             link: text("link name", add.link, limits)?,
         },
-        wit::NetlinkOp::AddRoute(add) => Op::AddRoute(netlink::op::AddRoute {
+        wit::NetlinkOp::AddRoute(add) => Op::AddRoute(crate::plan::AddRoute {
             dst: parse_net("route dst", &add.dst, limits)?,
             gateway: add
                 .gateway

@@ -30,10 +30,11 @@ use wasmtime::{Config, Engine, Store, Trap};
 
 pub use abi::{ABI_VERSION_REQ, AbiInfo, World};
 pub use cache::{CacheOutcome, ModuleCache};
-pub use state::{IpamStore, LinkQueries, NoLinks};
 
 use crate::cni::CniResult;
-use crate::netlink::Plan;
+use crate::netlink::query::LinkQueries;
+use crate::plan::Plan;
+use crate::store::ipam::IpamStore;
 use state::{DeadlineHit, MemoryLimitHit, StoreState, TableLimitHit};
 
 /// Interval of the epoch ticker; deadlines are precise to about this much.
@@ -86,6 +87,33 @@ fn serialize_millis<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.serialize_u128(value.as_millis())
+}
+
+impl Limits {
+    /// The limits of the host config's `wasmLimits` (unset fields keep the
+    /// defaults).
+    pub fn from_config(wasm: &crate::config::WasmLimits) -> Limits {
+        let mut limits = Limits::default();
+        if let Some(fuel) = wasm.fuel {
+            limits.fuel = fuel;
+        }
+        if let Some(timeout) = wasm.timeout_ms {
+            limits.timeout = Duration::from_millis(timeout);
+        }
+        if let Some(memory) = wasm.memory_mib {
+            limits.memory_bytes = (memory as usize) << 20;
+        }
+        if let Some(stack) = wasm.max_stack_kib {
+            limits.max_wasm_stack = (stack as usize) << 10;
+        }
+        if let Some(ops) = wasm.max_ops {
+            limits.max_ops = ops as usize;
+        }
+        if let Some(bytes) = wasm.max_string_bytes {
+            limits.max_string_bytes = bytes as usize;
+        }
+        limits
+    }
 }
 
 impl Default for Limits {
@@ -299,21 +327,10 @@ impl SandboxError {
     }
 }
 
-/// The CNI command a plugin is asked to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum PluginCommand {
-    Add,
-    Del,
-    Check,
-    Status,
-    Gc,
-}
-
 /// What a plugin is asked, in host-owned types.
 #[derive(Debug, Clone)]
 pub struct PluginRequest {
-    pub command: PluginCommand,
+    pub command: crate::cni::CniCommand,
     pub container_id: String,
     pub netns: String,
     pub ifname: String,
@@ -847,8 +864,85 @@ impl Sandbox {
     }
 }
 
-/// Shared ownership for callers that keep one sandbox for many calls.
-pub type SharedSandbox = Arc<Sandbox>;
+/// A loaded wasm plugin as the rest of the host runs it: the seam the
+/// attachment runner calls through (a fake stands in for it in unit tests,
+/// which build no guest).
+pub trait Guest: Send + Sync {
+    /// The plugin's registered type.
+    fn name(&self) -> &str;
+    fn digest(&self) -> &str;
+    /// Which interface it exports (delegate or IPAM).
+    fn world(&self) -> World;
+    /// The wall-clock deadline of one call (bounds the IPAM store's lock).
+    fn timeout(&self) -> Duration;
+    /// Run a delegate plugin.
+    fn delegate(
+        &self,
+        request: &PluginRequest,
+        links: Box<dyn LinkQueries>,
+    ) -> Result<Plan, SandboxError>;
+    /// Run an IPAM plugin (its store locked for the call).
+    fn ipam(
+        &self,
+        request: &PluginRequest,
+        links: Box<dyn LinkQueries>,
+        store: Box<dyn IpamStore>,
+    ) -> Result<Option<CniResult>, SandboxError>;
+}
+
+/// A plugin together with the sandbox (engine, limits) it was loaded into;
+/// shared by concurrent calls.
+pub struct LoadedPlugin {
+    pub sandbox: Arc<Sandbox>,
+    pub plugin: Plugin,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.plugin.fmt(f)
+    }
+}
+
+impl Guest for LoadedPlugin {
+    fn name(&self) -> &str {
+        &self.plugin.name
+    }
+
+    fn digest(&self) -> &str {
+        &self.plugin.digest
+    }
+
+    fn world(&self) -> World {
+        self.plugin.abi.world
+    }
+
+    fn timeout(&self) -> Duration {
+        self.sandbox.limits().timeout
+    }
+
+    fn delegate(
+        &self,
+        request: &PluginRequest,
+        links: Box<dyn LinkQueries>,
+    ) -> Result<Plan, SandboxError> {
+        let (plan, stats) = self.sandbox.call_delegate(&self.plugin, links, request)?;
+        tracing::debug!(plugin = %self.plugin.name, ops = plan.ops.len(), fuel = stats.fuel_consumed, call_us = stats.call_micros, "delegate planned");
+        Ok(plan)
+    }
+
+    fn ipam(
+        &self,
+        request: &PluginRequest,
+        links: Box<dyn LinkQueries>,
+        store: Box<dyn IpamStore>,
+    ) -> Result<Option<CniResult>, SandboxError> {
+        let (result, stats) = self
+            .sandbox
+            .call_ipam(&self.plugin, links, store, request)?;
+        tracing::debug!(plugin = %self.plugin.name, fuel = stats.fuel_consumed, call_us = stats.call_micros, "IPAM ran");
+        Ok(result)
+    }
+}
 
 impl From<SandboxError> for crate::cni::CniError {
     fn from(err: SandboxError) -> Self {
@@ -880,7 +974,7 @@ mod tests {
     fn guest_codes_in_the_host_range_are_reserved() {
         assert!(code::HOST_RESERVED.contains(&code::PLUGIN_REFUSED));
         assert!(code::HOST_RESERVED.contains(&code::OUTPUT));
-        assert!(code::HOST_RESERVED.contains(&crate::netlink::policy::POLICY_CODE));
+        assert!(code::HOST_RESERVED.contains(&crate::plan::policy::POLICY_CODE));
         assert!(!code::HOST_RESERVED.contains(&code::REMAPPED));
         assert!(!code::HOST_RESERVED.contains(&11));
     }

@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::time::Instant;
 
-use ipnet::IpNet;
 use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, StoreContextMut};
 use wasmtime_wasi::p2::DynPollable;
@@ -15,48 +14,9 @@ use wasmtime_wasi_io::bindings::wasi::io::poll as async_poll;
 
 use super::bindings::{self, wit, wit_links, wit_log, wit_node_files, wit_store};
 use super::{Limits, MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, World, convert};
-use crate::cni::Route;
-use crate::netlink::{IpFamily, LinkInfo, Netns};
-
-/// Read-only link queries a guest may make, answered by the host.
-pub trait LinkQueries: Send {
-    fn get_link(&mut self, netns: Netns, name: &str) -> Option<LinkInfo>;
-    fn default_route_link(&mut self, netns: Netns, family: IpFamily) -> Option<LinkInfo>;
-    fn addresses(&mut self, netns: Netns, name: &str) -> Vec<IpNet>;
-    fn routes(&mut self, netns: Netns, name: &str) -> Vec<Route>;
-}
-
-/// Answers every query with "nothing there" (no netns to look into).
-#[derive(Debug, Default)]
-pub struct NoLinks;
-
-impl LinkQueries for NoLinks {
-    fn get_link(&mut self, _: Netns, _: &str) -> Option<LinkInfo> {
-        None
-    }
-    fn default_route_link(&mut self, _: Netns, _: IpFamily) -> Option<LinkInfo> {
-        None
-    }
-    fn addresses(&mut self, _: Netns, _: &str) -> Vec<IpNet> {
-        Vec::new()
-    }
-    fn routes(&mut self, _: Netns, _: &str) -> Vec<Route> {
-        Vec::new()
-    }
-}
-
-/// The key/value store of one network, with the network's lock held.
-pub trait IpamStore: Send {
-    fn get(&mut self, key: &str) -> Result<Option<String>, String>;
-    fn list(&mut self) -> Result<Vec<String>, String>;
-    fn compare_and_swap(
-        &mut self,
-        key: &str,
-        expected: Option<&str>,
-        new: Option<&str>,
-    ) -> Result<bool, String>;
-    fn delete(&mut self, key: &str) -> Result<bool, String>;
-}
+use crate::netlink::IpFamily;
+use crate::netlink::query::LinkQueries;
+use crate::store::ipam::IpamStore;
 
 /// The guest asked for more memory than its cap, counting every memory of
 /// the store (`requested` is the total it would have reached).

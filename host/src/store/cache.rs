@@ -116,6 +116,39 @@ impl ContainerRecord {
     }
 }
 
+/// Where a call keeps its attachment records: the seam between the
+/// meta-plugin's transaction and the files (a fake in unit tests).
+pub trait CacheStore: Send + Sync {
+    /// The record of `container_id`; `Ok(None)` when there is none.
+    fn load(&self, container_id: &str) -> Result<Option<ContainerRecord>, CacheError>;
+    /// Write `record` atomically (it must survive the process being killed).
+    fn save_progress(&self, record: &ContainerRecord) -> Result<(), CacheError>;
+    /// Write `record` atomically and durably (the ADD's last write).
+    fn save(&self, record: &ContainerRecord) -> Result<(), CacheError>;
+    /// Remove the record (absent is fine).
+    fn remove(&self, container_id: &str) -> Result<(), CacheError>;
+    /// Every container id with a record.
+    fn container_ids(&self) -> Result<Vec<String>, CacheError>;
+}
+
+impl CacheStore for AttachmentCache {
+    fn load(&self, container_id: &str) -> Result<Option<ContainerRecord>, CacheError> {
+        AttachmentCache::load(self, container_id)
+    }
+    fn save_progress(&self, record: &ContainerRecord) -> Result<(), CacheError> {
+        AttachmentCache::save_progress(self, record)
+    }
+    fn save(&self, record: &ContainerRecord) -> Result<(), CacheError> {
+        AttachmentCache::save(self, record)
+    }
+    fn remove(&self, container_id: &str) -> Result<(), CacheError> {
+        AttachmentCache::remove(self, container_id)
+    }
+    fn container_ids(&self) -> Result<Vec<String>, CacheError> {
+        AttachmentCache::container_ids(self)
+    }
+}
+
 /// The cache directory (`<cniDir>/multus-wasm`).
 #[derive(Debug, Clone)]
 pub struct AttachmentCache {

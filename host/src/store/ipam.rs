@@ -63,6 +63,19 @@ pub enum StoreError {
     },
 }
 
+/// The key/value store of one network, with the network's lock held.
+pub trait IpamStore: Send {
+    fn get(&mut self, key: &str) -> Result<Option<String>, String>;
+    fn list(&mut self) -> Result<Vec<String>, String>;
+    fn compare_and_swap(
+        &mut self,
+        key: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<bool, String>;
+    fn delete(&mut self, key: &str) -> Result<bool, String>;
+}
+
 /// One network's store, locked while this value lives.
 pub struct DirStore {
     dir: Dir,
@@ -163,7 +176,7 @@ impl DirStore {
     fn reserve_key(&mut self) -> Result<(), String> {
         let count = match self.keys {
             Some(count) => count,
-            None => crate::sandbox::IpamStore::list(self)?.len(),
+            None => IpamStore::list(self)?.len(),
         };
         if count >= self.max_keys {
             return Err(format!(
@@ -257,7 +270,7 @@ impl DirStore {
     }
 }
 
-impl crate::sandbox::IpamStore for DirStore {
+impl IpamStore for DirStore {
     fn get(&mut self, key: &str) -> Result<Option<String>, String> {
         Self::check_key(key)?;
         self.read(key)
@@ -314,7 +327,6 @@ impl crate::sandbox::IpamStore for DirStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::IpamStore;
 
     fn options() -> StoreOptions {
         StoreOptions {

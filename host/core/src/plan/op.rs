@@ -189,6 +189,12 @@ pub enum Op {
     DeleteLink {
         link: String,
     },
+    /// Delete every main-table default route of `family` through `link`
+    /// (the meta-plugin's `default-route` choice; plugins cannot ask for it).
+    RemoveDefaultRoutes {
+        link: String,
+        family: IpFamily,
+    },
 }
 
 impl Op {
@@ -204,6 +210,7 @@ impl Op {
             Op::AddRoute(_) => "add-route",
             Op::SetSysctl { .. } => "set-sysctl",
             Op::DeleteLink { .. } => "delete-link",
+            Op::RemoveDefaultRoutes { .. } => "remove-default-routes",
         }
     }
 }
@@ -232,6 +239,9 @@ impl fmt::Display for Op {
             }
             Op::SetSysctl { key, value } => write!(f, "set-sysctl {key}={value}"),
             Op::DeleteLink { link } => write!(f, "delete-link {link}"),
+            Op::RemoveDefaultRoutes { link, family } => {
+                write!(f, "remove-default-routes {family:?} on {link}")
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Native delegates: a CNI plugin binary from `binDir` (or `CNI_PATH`),
+//! Native plugins: a CNI plugin binary from `binDir` (or `CNI_PATH`),
 //! exec'd with the CNI protocol, as libcni does. This is how the cluster
-//! network (ptp, calico, ...) and any delegate without a wasm plugin run.
+//! network (ptp, calico, ...) and any plugin without a wasm one runs, when
+//! the operator allows it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -3,8 +3,8 @@
 //! names, default-route decisions and the runtime arguments one delegate
 //! gets.
 //!
-//! Everything here is a plain function of its inputs except [`nad_config`],
-//! which reads `confDir` when a NAD has no `spec.config`. Where this module
+//! Everything here is a plain function of its inputs (the host reads
+//! `confDir` for [`config_from_conf_files`]). Where this module
 //! follows the NPWG multi-net-spec rather than Multus, the item's doc says so:
 //! a requested `ips`/`mac` no delegate can honour is an error (Multus drops
 //! it silently), and default-route filtering is per address family (Multus
@@ -13,7 +13,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fmt;
-use std::fs;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -159,29 +158,21 @@ impl AttachError {
     }
 }
 
-/// The delegate config of a NAD.
-///
-/// A non-blank `spec_config` is parsed as JSON and gets `"name": nad_name`
-/// when its name is missing, `null` or empty (multi-net-spec §3.4.2);
-/// everything else is kept verbatim. Otherwise the first file of `conf_dir`
-/// (sorted by name; `.conf`, `.json`, `.conflist`) whose `name` equals the
-/// NAD name is used. As with Multus, a file in `conf_dir` that is not JSON
-/// fails the lookup (the broken file may be the one wanted); a missing
-/// `conf_dir` is an empty one. The config must name a plugin: `type`, or a
-/// `plugins` list whose every entry has a `type` (Multus checks only the
-/// first).
-pub fn nad_config(
-    nad_name: &str,
-    spec_config: Option<&str>,
-    conf_dir: &Path,
-) -> Result<Value, AttachError> {
-    match spec_config.filter(|text| !text.trim().is_empty()) {
-        Some(text) => config_from_spec(nad_name, text),
-        None => config_from_conf_dir(nad_name, conf_dir),
-    }
+/// A CNI config file of `confDir`: its path and its bytes (or why they
+/// could not be read), as the host read them, in name order.
+#[derive(Debug)]
+pub struct ConfFile {
+    pub path: PathBuf,
+    pub bytes: Result<Vec<u8>, io::Error>,
 }
 
-fn config_from_spec(nad_name: &str, text: &str) -> Result<Value, AttachError> {
+/// The delegate config of a NAD whose `spec.config` is `text`.
+///
+/// The text is parsed as JSON and gets `"name": nad_name` when its name is
+/// missing, `null` or empty (multi-net-spec §3.4.2); everything else is kept
+/// verbatim. The config must name a plugin: `type`, or a `plugins` list
+/// whose every entry has a `type` (Multus checks only the first).
+pub fn config_from_spec(nad_name: &str, text: &str) -> Result<Value, AttachError> {
     let mut config: Value =
         serde_json::from_str(text).map_err(|error| AttachError::ConfigDecode {
             network: nad_name.to_string(),
@@ -210,39 +201,19 @@ fn config_from_spec(nad_name: &str, text: &str) -> Result<Value, AttachError> {
     Ok(config)
 }
 
-fn config_from_conf_dir(nad_name: &str, conf_dir: &Path) -> Result<Value, AttachError> {
-    let not_found = || AttachError::NoNetworkInConfDir {
-        network: nad_name.to_string(),
-        conf_dir: conf_dir.to_path_buf(),
-    };
-    let entries = match fs::read_dir(conf_dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(not_found()),
-        Err(source) => {
-            return Err(AttachError::ConfDirRead {
-                path: conf_dir.to_path_buf(),
-                source,
-            });
-        }
-    };
-    let mut candidate_paths = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| AttachError::ConfDirRead {
-            path: conf_dir.to_path_buf(),
-            source,
-        })?;
-        let path = entry.path();
-        let extension = path.extension().and_then(OsStr::to_str);
-        if extension.is_some_and(|extension| CONF_FILE_EXTENSIONS.contains(&extension))
-            && path.is_file()
-        {
-            candidate_paths.push(path);
-        }
-    }
-    candidate_paths.sort();
-
-    for path in candidate_paths {
-        let bytes = fs::read(&path).map_err(|source| AttachError::ConfFileRead {
+/// The delegate config of a NAD without `spec.config`: the first of
+/// `files` (confDir's `.conf`, `.json`, `.conflist` files, in name order)
+/// whose `name` equals the NAD name. As with Multus, a file that cannot be
+/// read or is not JSON fails the lookup (the broken file may be the one
+/// wanted).
+pub fn config_from_conf_files(
+    nad_name: &str,
+    conf_dir: &Path,
+    files: Vec<ConfFile>,
+) -> Result<Value, AttachError> {
+    for file in files {
+        let path = file.path;
+        let bytes = file.bytes.map_err(|source| AttachError::ConfFileRead {
             path: path.clone(),
             source,
         })?;
@@ -267,7 +238,10 @@ fn config_from_conf_dir(nad_name: &str, conf_dir: &Path) -> Result<Value, Attach
         }
         return Ok(config);
     }
-    Err(not_found())
+    Err(AttachError::NoNetworkInConfDir {
+        network: nad_name.to_string(),
+        conf_dir: conf_dir.to_path_buf(),
+    })
 }
 
 fn has_type(config: &Value) -> bool {
@@ -868,34 +842,6 @@ mod tests {
         assert!(check_ipam_data_dirs("l", &list, &roots).is_err());
     }
     use serde_json::json;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A directory under the system temp dir, removed on drop.
-    struct ScratchDir(PathBuf);
-
-    impl ScratchDir {
-        fn new(label: &str) -> ScratchDir {
-            static COUNTER: AtomicUsize = AtomicUsize::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "multus-wasm-attachments-{label}-{}-{}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).expect("create scratch dir");
-            ScratchDir(path)
-        }
-
-        fn write(&self, file_name: &str, contents: &str) {
-            fs::write(self.0.join(file_name), contents).expect("write scratch file");
-        }
-    }
-
-    impl Drop for ScratchDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn object(value: Value) -> Map<String, Value> {
         match value {
@@ -913,7 +859,6 @@ mod tests {
 
     #[test]
     fn nad_config_from_spec_table() {
-        let no_dir = Path::new("/nonexistent/multus-wasm");
         let cases: Vec<(&str, Value)> = vec![
             (
                 r#"{"cniVersion":"1.0.0","name":"kept","type":"macvlan","master":"ens3"}"#,
@@ -937,7 +882,7 @@ mod tests {
             ),
         ];
         for (spec_config, expected) in cases {
-            let config = nad_config("nad", Some(spec_config), no_dir)
+            let config = config_from_spec("nad", spec_config)
                 .unwrap_or_else(|error| panic!("{spec_config} should resolve: {error}"));
             assert_eq!(config, expected, "spec.config {spec_config}");
         }
@@ -945,7 +890,6 @@ mod tests {
 
     #[test]
     fn nad_config_from_spec_errors_table() {
-        let no_dir = Path::new("/nonexistent/multus-wasm");
         let cases = [
             (
                 r#"{"type":"#,
@@ -979,86 +923,11 @@ mod tests {
             ),
         ];
         for (spec_config, code, expected) in cases {
-            let error = nad_config("nad", Some(spec_config), no_dir)
+            let error = config_from_spec("nad", spec_config)
                 .expect_err(&format!("{spec_config} should be rejected"));
             assert_eq!(error.to_string(), expected, "spec.config {spec_config}");
             assert_eq!(error.cni_code(), code, "spec.config {spec_config}");
         }
-    }
-
-    #[test]
-    fn nad_config_falls_back_to_conf_dir() {
-        let conf_dir = ScratchDir::new("confdir");
-        conf_dir.write("00-other.conf", r#"{"name":"other","type":"bridge"}"#);
-        conf_dir.write(
-            "10-mine.conflist",
-            r#"{"name":"mine","plugins":[{"type":"macvlan"}]}"#,
-        );
-        conf_dir.write("20-mine.conf", r#"{"name":"mine","type":"ipvlan"}"#);
-        conf_dir.write("05-mine.txt", r#"{"name":"mine","type":"ignored"}"#);
-        conf_dir.write("30-json.json", r#"{"name":"json-net","type":"static"}"#);
-        conf_dir.write("40-notype.conf", r#"{"name":"notype","plugins":[]}"#);
-        conf_dir.write("50-badlist.conflist", r#"{"name":"badlist","type":"x"}"#);
-        fs::create_dir(conf_dir.0.join("60-dir.conf")).expect("dir");
-
-        for spec_config in [None, Some(""), Some("  \n")] {
-            let config = nad_config("mine", spec_config, &conf_dir.0).expect("found");
-            assert_eq!(
-                config,
-                json!({"name":"mine","plugins":[{"type":"macvlan"}]}),
-                "the sorted-first match wins, for spec.config {spec_config:?}"
-            );
-        }
-        let config = nad_config("json-net", None, &conf_dir.0).expect("found");
-        assert_eq!(config, json!({"name":"json-net","type":"static"}));
-
-        let error = nad_config("notype", None, &conf_dir.0).expect_err("no type");
-        let path = conf_dir.0.join("40-notype.conf");
-        assert_eq!(
-            error.to_string(),
-            format!(
-                "error loading CNI config file {}: no 'type'; perhaps this is a .conflist?",
-                path.display()
-            )
-        );
-        assert_eq!(error.cni_code(), 7);
-
-        let error = nad_config("badlist", None, &conf_dir.0).expect_err("no plugins");
-        assert!(
-            matches!(error, AttachError::ConfListWithoutPlugins { .. }),
-            "{error}"
-        );
-
-        let error = nad_config("absent", None, &conf_dir.0).expect_err("absent");
-        assert_eq!(
-            error.to_string(),
-            format!(
-                "no network available in the name absent in cni dir {}",
-                conf_dir.0.display()
-            )
-        );
-        assert_eq!(error.cni_code(), 999);
-    }
-
-    #[test]
-    fn nad_config_conf_dir_errors() {
-        let missing = std::env::temp_dir().join("multus-wasm-attachments-never-created");
-        let error = nad_config("mine", None, &missing).expect_err("missing dir");
-        assert!(
-            matches!(error, AttachError::NoNetworkInConfDir { .. }),
-            "{error}"
-        );
-
-        let conf_dir = ScratchDir::new("broken");
-        conf_dir.write("00-broken.conf", r#"{"name":"#);
-        conf_dir.write("10-mine.conf", r#"{"name":"mine","type":"macvlan"}"#);
-        let error = nad_config("mine", None, &conf_dir.0).expect_err("broken file");
-        assert!(
-            matches!(error, AttachError::ConfFileDecode { .. }),
-            "{error}"
-        );
-        assert!(error.to_string().contains("00-broken.conf"), "{error}");
-        assert_eq!(error.cni_code(), 6);
     }
 
     #[test]

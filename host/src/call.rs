@@ -11,19 +11,39 @@
 //! API server is gone.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use crate::annotations::{self, DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION};
-use crate::attachments::{self, DefaultRouteAction, DelegateSpec, LegacyArgsSupport, nad_config};
-use crate::cni::{CniEnv, CniError, CniResult, CniVersion, GcAttachment, Route, valid_attachments};
+use crate::attachments::{self, DefaultRouteAction, DelegateSpec, LegacyArgsSupport};
+use crate::cni::{
+    CniEnv, CniError, CniResult, CniVersion, GcAttachment, NetworkConfigList, Route,
+    valid_attachments,
+};
+use crate::confdir::nad_config;
 use crate::config::MultusConfig;
-use crate::delegate::{Attachment, Node};
 use crate::k8s::{NetworkSource, PodInfo};
-use crate::netlink::executor;
+use crate::netlink::Kernel;
+use crate::plan::{AddRoute, IpFamily, Op, Plan, policy};
+use crate::runner::{Attachment, CallContext, IpamStores, LinkPlans, Resolver};
 use crate::status;
-use crate::store::cache::{AttachmentCache, AttachmentState, CachedAttachment, ContainerRecord};
+use crate::store::cache::{AttachmentState, CacheStore, CachedAttachment, ContainerRecord};
+
+/// The world one call acts on: where pods and NADs come from, where the
+/// attachment cache lives, the plugins, the IPAM stores and the kernel. The
+/// real one is files, the API, wasmtime and netlink; the unit tests' is
+/// in memory.
+pub trait Effects {
+    fn source(&self) -> &dyn NetworkSource;
+    fn cache(&self) -> &dyn CacheStore;
+    fn plugins(&self) -> &dyn Resolver;
+    fn stores(&self) -> Arc<dyn IpamStores>;
+    /// The kernel of a call in the pod namespace `netns_path` (which may be
+    /// gone: see [`Kernel::has_netns`]).
+    fn kernel(&self, netns_path: &str) -> Result<Box<dyn Kernel>, CniError>;
+}
 
 /// Plugin types that honour the legacy `CNI_ARGS` `IP=` (requested IPs).
 const LEGACY_IP_TYPES: &[&str] = &["host-local", "static"];
@@ -68,8 +88,7 @@ impl PodRef {
 pub struct Call<'a> {
     pub config: &'a MultusConfig,
     pub env: &'a CniEnv,
-    pub source: &'a dyn NetworkSource,
-    pub node: &'a Node<'a>,
+    pub effects: &'a dyn Effects,
 }
 
 impl std::fmt::Debug for Call<'_> {
@@ -105,8 +124,15 @@ impl<'a> Call<'a> {
         self.env.container_id.as_deref().unwrap_or_default()
     }
 
-    fn cache(&self) -> AttachmentCache {
-        AttachmentCache::new(&self.config.cni_dir)
+    fn cache(&self) -> &dyn CacheStore {
+        self.effects.cache()
+    }
+
+    /// `binDir`, then the runtime's `CNI_PATH`.
+    fn bin_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.config.bin_dir.clone()];
+        dirs.extend(self.env.cni_path.iter().map(PathBuf::from));
+        dirs
     }
 
     /// Resolve a network name or path (clusterNetwork, defaultNetworks):
@@ -117,7 +143,21 @@ impl<'a> Call<'a> {
         if reference.contains('/') {
             let path = Path::new(reference);
             let file = if path.is_dir() {
-                first_conf_file(path)?
+                crate::confdir::config_files(path)
+                    .map_err(|err| {
+                        CniError::invalid_network_config(format!(
+                            "cannot read {}: {err}",
+                            path.display()
+                        ))
+                    })?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| {
+                        CniError::invalid_network_config(format!(
+                            "no network config in {}",
+                            path.display()
+                        ))
+                    })?
             } else {
                 path.to_path_buf()
             };
@@ -141,7 +181,7 @@ impl<'a> Call<'a> {
             return Ok((name, config));
         }
         let namespace = &self.config.multus_namespace;
-        if let Some(nad) = self.source.get_nad(namespace, reference)? {
+        if let Some(nad) = self.effects.source().get_nad(namespace, reference)? {
             let config = nad_config(reference, nad.config.as_deref(), &self.config.conf_dir)
                 .map_err(attach_error)?;
             return Ok((format!("{namespace}/{reference}"), config));
@@ -217,7 +257,8 @@ impl<'a> Call<'a> {
                     .map_err(annotation_error)?
         {
             let nad = self
-                .source
+                .effects
+                .source()
                 .get_nad(&selection.namespace, &selection.name)?
                 .ok_or_else(|| {
                     CniError::invalid_network_config(format!(
@@ -251,7 +292,7 @@ impl<'a> Call<'a> {
                     &self.config.global_namespaces,
                 )
                 .map_err(attach_error)?;
-                let nad = self.source.get_nad(&selection.namespace, &selection.name)?.ok_or_else(|| {
+                let nad = self.effects.source().get_nad(&selection.namespace, &selection.name)?.ok_or_else(|| {
                     CniError::invalid_network_config(format!(
                         "cannot find a network-attachment-definition ({}) in namespace ({}): pod {}/{} asks for it in {NETWORKS_ANNOTATION}",
                         selection.name, selection.namespace, pod.namespace, pod.name
@@ -318,8 +359,51 @@ impl<'a> Call<'a> {
         let Some(pod_ref) = PodRef::from_args(&self.env.args) else {
             return Ok((None, None));
         };
-        let pod = self.source.get_pod(&pod_ref.namespace, &pod_ref.name)?;
+        let pod = self
+            .effects
+            .source()
+            .get_pod(&pod_ref.namespace, &pod_ref.name)?;
         Ok((Some(pod_ref), pod))
+    }
+
+    /// The attachments of `record`, their configs parsed once.
+    fn parse_lists(record: &ContainerRecord) -> Vec<Result<NetworkConfigList, CniError>> {
+        record
+            .attachments
+            .iter()
+            .map(|cached| NetworkConfigList::from_value(cached.config.clone()))
+            .collect()
+    }
+
+    /// The plugin types of the operator's own attachments in `record`: with
+    /// `nativePlugins` unset, NAD attachments may use them too.
+    fn operator_types(record: &ContainerRecord) -> BTreeSet<String> {
+        record
+            .attachments
+            .iter()
+            .filter(|cached| cached.is_operator())
+            .flat_map(|cached| attachments::delegate_types(&cached.config))
+            .collect()
+    }
+
+    fn context<'c>(
+        &'c self,
+        kernel: &'c dyn Kernel,
+        container_id: &'c str,
+        netns_path: &'c str,
+        bin_dirs: &'c [PathBuf],
+        operator_types: &'c BTreeSet<String>,
+    ) -> CallContext<'c> {
+        CallContext {
+            config: self.config,
+            plugins: self.effects.plugins(),
+            stores: self.effects.stores(),
+            kernel,
+            container_id,
+            netns_path,
+            bin_dirs,
+            operator_types,
+        }
     }
 
     /// ADD: attach every network; returns the cluster network's result in
@@ -328,10 +412,17 @@ impl<'a> Call<'a> {
         let version = CniVersion::parse(&self.config.cni_version)?;
         wait_for_readiness(self.config.readiness_indicator_file.as_deref())?;
         let container_id = self.container_id().to_string();
+        let netns_path = self.env.netns.clone().unwrap_or_default();
         let ifname = self.env.ifname.clone().unwrap_or_default();
+        let kernel = self.effects.kernel(&netns_path)?;
+        if !kernel.has_netns() {
+            return Err(CniError::invalid_environment(format!(
+                "netns {netns_path} does not exist"
+            )));
+        }
         let (pod_ref, pod) = self.pod()?;
         if let (Some(pod_ref), None) = (&pod_ref, &pod)
-            && self.source.missing_pod_was_deleted()
+            && self.effects.source().missing_pod_was_deleted()
         {
             // As Multus: the pod is gone; let the runtime tear the sandbox down.
             tracing::warn!(pod = %pod_ref.label(&container_id), "pod not found: returning an empty result");
@@ -351,30 +442,47 @@ impl<'a> Call<'a> {
         let mut specs = self.build_specs(pod.as_ref())?;
         attachments::assign_ifnames(&mut specs, &ifname).map_err(attach_error)?;
         let actions = attachments::check_default_route(&specs).map_err(attach_error)?;
-        let handles = self.node.handles()?;
         for spec in specs.iter().filter(|spec| !spec.is_master) {
-            if executor::link_exists(&handles, &spec.ifname).map_err(CniError::internal)? {
+            if kernel.pod_link(&spec.ifname)?.is_some() {
                 return Err(CniError::invalid_network_config(format!(
-                    "cannot attach {} to the pod: interface {} already exists in {}",
-                    spec.name, spec.ifname, self.node.netns_path
+                    "cannot attach {} to the pod: interface {} already exists in {netns_path}",
+                    spec.name, spec.ifname
                 )));
             }
         }
 
-        let mut record = ContainerRecord::new(&container_id, &self.node.netns_path, &ifname);
+        let mut record = ContainerRecord::new(&container_id, &netns_path, &ifname);
         if let Some(pod_ref) = &pod_ref {
             record.pod_namespace = pod_ref.namespace.clone();
             record.pod_name = pod_ref.name.clone();
             record.pod_uid = pod_ref.uid.clone();
         }
         record.attachments = self.cached_attachments(&specs)?;
-        self.trust_operator_types(&record);
+        let lists = Self::parse_lists(&record)
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        let operator_types = Self::operator_types(&record);
+        let bin_dirs = self.bin_dirs();
+        let context = self.context(
+            kernel.as_ref(),
+            &container_id,
+            &netns_path,
+            &bin_dirs,
+            &operator_types,
+        );
         let cache = self.cache();
         cache.save_progress(&record)?;
 
+        let mut route_edits = Vec::new();
         let mut statuses = Vec::new();
         for (index, action) in actions.iter().enumerate() {
-            let outcome = self.add_one(&record.attachments[index], action);
+            let outcome = self.add_one(
+                &context,
+                &record.attachments[index],
+                &lists[index],
+                action,
+                &mut route_edits,
+            );
             match outcome {
                 Ok(result) => {
                     let cached = &mut record.attachments[index];
@@ -393,21 +501,16 @@ impl<'a> Call<'a> {
                         cache.save_progress(&record)
                     };
                     if let Err(err) = saved {
-                        self.rollback(&record, index + 1);
+                        self.rollback(&context, &record, &lists, index + 1, &route_edits);
                         let _ = cache.remove(&container_id);
                         return Err(err.into());
                     }
                 }
                 Err(err) => {
                     let name = record.attachments[index].name.clone();
-                    let network = record.attachments[index]
-                        .config
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string();
+                    let network = lists[index].name.clone();
                     tracing::error!(pod = %label, attachment = %name, error = %err, "ADD failed, rolling back");
-                    self.rollback(&record, index);
+                    self.rollback(&context, &record, &lists, index, &route_edits);
                     if let Err(cache_err) = cache.remove(&container_id) {
                         tracing::error!(error = %cache_err, "removing the attachment cache after rollback failed");
                     }
@@ -427,12 +530,19 @@ impl<'a> Call<'a> {
             && pod.is_some()
         {
             let annotation = status::annotation(&statuses);
-            if let Err(err) =
-                self.source
-                    .set_network_status(&pod_ref.namespace, &pod_ref.name, &annotation)
-            {
+            if let Err(err) = self.effects.source().set_network_status(
+                &pod_ref.namespace,
+                &pod_ref.name,
+                &annotation,
+            ) {
                 tracing::error!(pod = %label, error = %err, "writing network-status failed, rolling back");
-                self.rollback(&record, record.attachments.len());
+                self.rollback(
+                    &context,
+                    &record,
+                    &lists,
+                    record.attachments.len(),
+                    &route_edits,
+                );
                 let _ = cache.remove(&container_id);
                 return Err(CniError::try_again_later(format!(
                     "[{label}]: failed to set the network-status annotation: {err}"
@@ -450,23 +560,12 @@ impl<'a> Call<'a> {
         master.to_json(version)
     }
 
-    /// Let NAD attachments use the plugin types of the operator's own
-    /// attachments in `record` (with `nativePlugins` unset).
-    fn trust_operator_types(&self, record: &ContainerRecord) {
-        self.node.add_operator_types(
-            record
-                .attachments
-                .iter()
-                .filter(|cached| cached.is_operator())
-                .map(|cached| &cached.config),
-        );
-    }
-
-    fn attachment<'r>(&self, cached: &'r CachedAttachment) -> Attachment<'r> {
+    /// The runner's view of a cached attachment.
+    fn attachment<'r>(cached: &'r CachedAttachment, list: &'r NetworkConfigList) -> Attachment<'r> {
         Attachment {
             name: &cached.name,
             operator: cached.is_operator(),
-            config: &cached.config,
+            list,
             ifname: &cached.ifname,
             cni_args: &cached.cni_args,
             capability_args: &cached.capability_args,
@@ -474,60 +573,63 @@ impl<'a> Call<'a> {
     }
 
     /// ADD one attachment, then apply its default-route decision to the pod
-    /// and to its result.
+    /// (as a checked plan of the meta-plugin's own, journaled in
+    /// `route_edits` so a rollback restores the routes) and to its result.
     fn add_one(
         &self,
+        context: &CallContext<'_>,
         cached: &CachedAttachment,
+        list: &NetworkConfigList,
         action: &DefaultRouteAction,
+        route_edits: &mut Vec<usize>,
     ) -> Result<CniResult, CniError> {
-        let mut result = self.node.add(&self.attachment(cached))?;
-        let touches_routes =
-            action.remove_v4_default || action.remove_v6_default || !action.add_gateways.is_empty();
-        if touches_routes && (!result.interfaces.is_empty() || !result.ips.is_empty()) {
-            let handles = self.node.handles()?;
-            let outcome = (|| {
-                for (remove, ipv6) in [
-                    (action.remove_v4_default, false),
-                    (action.remove_v6_default, true),
-                ] {
-                    if remove {
-                        executor::remove_default_routes(&handles, &cached.ifname, ipv6)
-                            .map_err(CniError::internal)?;
-                        result.routes.retain(|route| {
-                            !(route.dst.prefix_len() == 0 && route.dst.addr().is_ipv6() == ipv6)
-                        });
-                    }
-                }
-                for gateway in &action.add_gateways {
-                    executor::add_default_route(&handles, &cached.ifname, *gateway)
-                        .map_err(CniError::internal)?;
-                    let dst = if gateway.is_ipv6() {
-                        "::/0"
-                    } else {
-                        "0.0.0.0/0"
-                    };
-                    result
-                        .routes
-                        .push(Route::new(dst.parse().expect("literal"), Some(*gateway)));
-                }
-                Ok::<(), CniError>(())
-            })();
-            if let Err(err) = outcome {
-                let _ = self.node.del(&self.attachment(cached), Some(&result));
-                return Err(err);
+        let attachment = Self::attachment(cached, list);
+        let mut result = context.add(&attachment)?;
+        if result.interfaces.is_empty() && result.ips.is_empty() {
+            return Ok(result);
+        }
+        let ops = default_route_ops(action, &cached.ifname);
+        if ops.is_empty() {
+            return Ok(result);
+        }
+        let edited = policy::check_default_routes(Plan::of_ops(ops), &cached.ifname)
+            .map_err(CniError::from)
+            .and_then(|plan| context.kernel.apply(&plan).map_err(CniError::from));
+        match edited {
+            Ok(applied) => {
+                route_edits.push(applied);
+                apply_default_routes_to_result(action, &mut result);
+                Ok(result)
+            }
+            Err(err) => {
+                let _ = context.del(&attachment, Some(&result), LinkPlans::Run);
+                Err(err)
             }
         }
-        Ok(result)
     }
 
-    /// DEL the first `count` attachments, in reverse; errors are logged.
-    /// A failed attachment is not among them: `Node::add` has already
-    /// cleaned up after it (and DELing it could remove an interface that
-    /// was in the pod before, such as a `net1` that made the ADD fail).
-    fn rollback(&self, record: &ContainerRecord, count: usize) {
-        for cached in record.attachments[..count].iter().rev() {
+    /// Undo the default-route edits, then DEL the first `count` attachments,
+    /// in reverse; errors are logged. A failed attachment is not among them:
+    /// the runner has already cleaned up after it (and DELing it could
+    /// remove an interface that was in the pod before, such as a `net1`
+    /// that made the ADD fail).
+    fn rollback(
+        &self,
+        context: &CallContext<'_>,
+        record: &ContainerRecord,
+        lists: &[NetworkConfigList],
+        count: usize,
+        route_edits: &[usize],
+    ) {
+        for applied in route_edits.iter().rev() {
+            for err in context.kernel.undo(*applied) {
+                tracing::error!(error = %err, "restoring default routes failed");
+            }
+        }
+        for (cached, list) in record.attachments[..count].iter().zip(lists).rev() {
             let result = cached.parsed_result();
-            if let Err(err) = self.node.del(&self.attachment(cached), result.as_ref()) {
+            let attachment = Self::attachment(cached, list);
+            if let Err(err) = context.del(&attachment, result.as_ref(), LinkPlans::Run) {
                 tracing::error!(attachment = %cached.name, error = %err, "rollback DEL failed");
             }
         }
@@ -540,6 +642,7 @@ impl<'a> Call<'a> {
     /// runtime's retry can finish the job.
     pub fn del(&self) -> Result<(), CniError> {
         let container_id = self.container_id().to_string();
+        let netns_path = self.env.netns.clone().unwrap_or_default();
         let cache = self.cache();
         let record = match cache.load(&container_id) {
             Ok(record) => record,
@@ -551,7 +654,7 @@ impl<'a> Call<'a> {
         };
         let record = match record {
             Some(record) => record,
-            None => match self.rebuild_for_del() {
+            None => match self.rebuild_for_del(&netns_path) {
                 Some(record) => record,
                 None => {
                     tracing::info!(container = %container_id, "no attachment cache and nothing to rebuild: DEL is a no-op");
@@ -559,52 +662,8 @@ impl<'a> Call<'a> {
                 }
             },
         };
-        self.trust_operator_types(&record);
-        // Tear down every wasm-created link of the pod in one kernel batch,
-        // on the pod's netns thread; meanwhile release IPAM and run the
-        // native plugins' DELs. Only if the batch fails do the wasm
-        // delegates' own DEL plans run.
-        let pending = if self.node.has_netns() {
-            self.node
-                .handles()
-                .ok()
-                .and_then(|handles| executor::start_link_group_delete(&handles))
-                .and_then(|started| {
-                    started
-                        .map_err(|err| tracing::warn!(error = %err, "batch delete not started"))
-                        .ok()
-                })
-        } else {
-            None
-        };
-        let mut errors = Vec::new();
-        for cached in record.attachments.iter().rev() {
-            let result = cached.parsed_result();
-            let attachment = self.attachment(cached);
-            let outcome = match &pending {
-                Some(_) => self
-                    .node
-                    .del_after_batch_delete(&attachment, result.as_ref()),
-                None => self.node.del(&attachment, result.as_ref()),
-            };
-            if let Err(err) = outcome {
-                errors.push(format!("{}: {err}", cached.name));
-            }
-        }
-        if let Some(pending) = pending {
-            match pending.wait() {
-                Ok(deleted) => tracing::debug!(deleted, "batch delete of the pod's wasm links"),
-                Err(err) => {
-                    tracing::warn!(error = %err, "batch delete failed; deleting link by link");
-                    for cached in record.attachments.iter().rev() {
-                        let result = cached.parsed_result();
-                        if let Err(err) = self.node.del(&self.attachment(cached), result.as_ref()) {
-                            errors.push(format!("{}: {err}", cached.name));
-                        }
-                    }
-                }
-            }
-        }
+        let kernel = self.effects.kernel(&netns_path)?;
+        let errors = self.del_record(kernel.as_ref(), &record, &netns_path);
         if errors.is_empty() {
             cache.remove(&container_id)?;
             Ok(())
@@ -616,15 +675,74 @@ impl<'a> Call<'a> {
         }
     }
 
+    /// DEL every attachment of `record` in `kernel`'s pod; the errors.
+    ///
+    /// Every wasm-created link of the pod goes in one kernel batch, on the
+    /// pod's netns thread; meanwhile IPAM is released and native plugins
+    /// run their DELs. Only if the batch fails do the wasm delegates' own
+    /// DEL plans run.
+    fn del_record(
+        &self,
+        kernel: &dyn Kernel,
+        record: &ContainerRecord,
+        netns_path: &str,
+    ) -> Vec<String> {
+        let lists = Self::parse_lists(record);
+        let operator_types = Self::operator_types(record);
+        let bin_dirs = self.bin_dirs();
+        let context = self.context(
+            kernel,
+            &record.container_id,
+            netns_path,
+            &bin_dirs,
+            &operator_types,
+        );
+        let batch = match kernel.start_group_delete() {
+            Ok(started) => started,
+            Err(err) => {
+                tracing::warn!(error = %err, "batch delete not started");
+                false
+            }
+        };
+        let link_plans = if batch {
+            LinkPlans::Skip
+        } else {
+            LinkPlans::Run
+        };
+        let mut errors = Vec::new();
+        let each = |link_plans: LinkPlans, errors: &mut Vec<String>| {
+            for (cached, list) in record.attachments.iter().zip(&lists).rev() {
+                let outcome = list.as_ref().map_err(Clone::clone).and_then(|list| {
+                    let result = cached.parsed_result();
+                    context.del(&Self::attachment(cached, list), result.as_ref(), link_plans)
+                });
+                if let Err(err) = outcome {
+                    errors.push(format!("{}: {err}", cached.name));
+                }
+            }
+        };
+        each(link_plans, &mut errors);
+        if batch {
+            match kernel.finish_group_delete() {
+                Ok(deleted) => tracing::debug!(deleted, "batch delete of the pod's wasm links"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "batch delete failed; deleting link by link");
+                    each(LinkPlans::Run, &mut errors);
+                }
+            }
+        }
+        errors
+    }
+
     /// The attachments DEL can still find without a cache: the config's
     /// delegates or cluster network (the pod's own networks are unknown
     /// without the pod, which Multus also gives up on).
-    fn rebuild_for_del(&self) -> Option<ContainerRecord> {
+    fn rebuild_for_del(&self, netns_path: &str) -> Option<ContainerRecord> {
         let ifname = self.env.ifname.clone().unwrap_or_default();
         let (_, pod) = self.pod().ok()?;
         let mut specs = self.build_specs(pod.as_ref()).ok()?;
         attachments::assign_ifnames(&mut specs, &ifname).ok()?;
-        let mut record = ContainerRecord::new(self.container_id(), &self.node.netns_path, &ifname);
+        let mut record = ContainerRecord::new(self.container_id(), netns_path, &ifname);
         record.attachments = self.cached_attachments(&specs).ok()?;
         Some(record)
     }
@@ -632,21 +750,37 @@ impl<'a> Call<'a> {
     /// CHECK every attachment against its cached result.
     pub fn check(&self) -> Result<(), CniError> {
         let container_id = self.container_id();
+        let netns_path = self.env.netns.clone().unwrap_or_default();
+        let kernel = self.effects.kernel(&netns_path)?;
+        if !kernel.has_netns() {
+            return Err(CniError::invalid_environment(format!(
+                "netns {netns_path} does not exist"
+            )));
+        }
         let record = self.cache().load(container_id)?.ok_or_else(|| {
             CniError::unknown_container(format!(
                 "no attachments recorded for container {container_id}"
             ))
         })?;
-        self.trust_operator_types(&record);
-        for cached in &record.attachments {
+        let operator_types = Self::operator_types(&record);
+        let bin_dirs = self.bin_dirs();
+        let context = self.context(
+            kernel.as_ref(),
+            container_id,
+            &netns_path,
+            &bin_dirs,
+            &operator_types,
+        );
+        for (cached, list) in record.attachments.iter().zip(Self::parse_lists(&record)) {
+            let list = list?;
             let result = cached.parsed_result().ok_or_else(|| {
                 CniError::internal(format!(
                     "attachment {} of {container_id} never completed ADD",
                     cached.name
                 ))
             })?;
-            self.node
-                .check(&self.attachment(cached), &result)
+            context
+                .check(&Self::attachment(cached, &list), &result)
                 .map_err(|err| {
                     CniError::new(
                         err.code,
@@ -670,7 +804,8 @@ impl<'a> Call<'a> {
             .collect();
         let cache = self.cache();
         let mut errors = Vec::new();
-        let mut networks: BTreeMap<String, (Value, bool, Vec<GcAttachment>)> = BTreeMap::new();
+        let mut networks: BTreeMap<String, (CachedAttachment, Vec<GcAttachment>)> = BTreeMap::new();
+        let mut operator_types = BTreeSet::new();
         for container_id in cache.container_ids()? {
             let record = match cache.load(&container_id) {
                 Ok(Some(record)) => record,
@@ -680,7 +815,7 @@ impl<'a> Call<'a> {
                     continue;
                 }
             };
-            self.trust_operator_types(&record);
+            operator_types.extend(Self::operator_types(&record));
             if valid_containers.contains(container_id.as_str()) {
                 for cached in &record.attachments {
                     let network = cached
@@ -691,10 +826,8 @@ impl<'a> Call<'a> {
                         .to_string();
                     networks
                         .entry(network)
-                        .or_insert_with(|| {
-                            (cached.config.clone(), cached.is_operator(), Vec::new())
-                        })
-                        .2
+                        .or_insert_with(|| (cached.clone(), Vec::new()))
+                        .1
                         .push(GcAttachment {
                             container_id: container_id.clone(),
                             ifname: cached.ifname.clone(),
@@ -702,31 +835,46 @@ impl<'a> Call<'a> {
                 }
                 continue;
             }
-            let node = match self.node.for_container(&container_id, &record.netns) {
-                Ok(node) => node,
-                Err(err) => {
-                    errors.push(err.to_string());
-                    continue;
+            let stale = self
+                .effects
+                .kernel(&record.netns)
+                .map(|kernel| self.del_record(kernel.as_ref(), &record, &record.netns));
+            match stale {
+                Ok(failed) if failed.is_empty() => {
+                    let _ = cache.remove(&container_id);
                 }
-            };
-            let stale = Call {
-                node: &node,
-                ..*self
-            };
-            let mut failed = false;
-            for cached in record.attachments.iter().rev() {
-                let result = cached.parsed_result();
-                if let Err(err) = node.del(&stale.attachment(cached), result.as_ref()) {
-                    errors.push(format!("{container_id} {}: {err}", cached.name));
-                    failed = true;
-                }
-            }
-            if !failed {
-                let _ = cache.remove(&container_id);
+                Ok(failed) => errors.extend(
+                    failed
+                        .into_iter()
+                        .map(|failure| format!("{container_id} {failure}")),
+                ),
+                Err(err) => errors.push(err.to_string()),
             }
         }
-        for (_, (config, operator, keep)) in networks {
-            if let Err(err) = self.node.gc(&config, operator, &keep) {
+        let netns_path = self.env.netns.clone().unwrap_or_default();
+        let kernel = self.effects.kernel(&netns_path)?;
+        let bin_dirs = self.bin_dirs();
+        let context = self.context(
+            kernel.as_ref(),
+            self.container_id(),
+            &netns_path,
+            &bin_dirs,
+            &operator_types,
+        );
+        let empty = Map::new();
+        for (_, (cached, keep)) in networks {
+            let outcome = NetworkConfigList::from_value(cached.config.clone()).and_then(|list| {
+                let attachment = Attachment {
+                    name: &cached.name,
+                    operator: cached.is_operator(),
+                    list: &list,
+                    ifname: "",
+                    cni_args: &[],
+                    capability_args: &empty,
+                };
+                context.gc(&attachment, &keep)
+            });
+            if let Err(err) = outcome {
                 errors.push(err.to_string());
             }
         }
@@ -743,8 +891,9 @@ impl<'a> Call<'a> {
         wait_for_readiness(self.config.readiness_indicator_file.as_deref())
             .map_err(|err| CniError::not_available(err.msg))?;
         for plugin_type in self.config.wasm_plugins.keys() {
-            self.node
-                .wasm_plugin(plugin_type)
+            self.effects
+                .plugins()
+                .wasm(plugin_type)
                 .map_err(|err| CniError::not_available(err.to_string()))?;
         }
         let master = match &self.config.cluster_network {
@@ -757,30 +906,85 @@ impl<'a> Call<'a> {
                 .ok_or_else(|| CniError::not_available("no delegates configured")),
         }
         .map_err(|err| CniError::not_available(err.to_string()))?;
-        self.node.status(&master)
+        let list = NetworkConfigList::from_value(master)?;
+        let netns_path = self.env.netns.clone().unwrap_or_default();
+        let kernel = self.effects.kernel(&netns_path)?;
+        let bin_dirs = self.bin_dirs();
+        let operator_types = BTreeSet::new();
+        let context = self.context(
+            kernel.as_ref(),
+            self.container_id(),
+            &netns_path,
+            &bin_dirs,
+            &operator_types,
+        );
+        let empty = Map::new();
+        context.status(&Attachment {
+            name: &list.name,
+            operator: true,
+            list: &list,
+            ifname: "",
+            cni_args: &[],
+            capability_args: &empty,
+        })
     }
 }
 
-/// The lexically first `.conf`/`.conflist`/`.json` file in `dir`.
-fn first_conf_file(dir: &Path) -> Result<std::path::PathBuf, CniError> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|err| {
-            CniError::invalid_network_config(format!("cannot read {}: {err}", dir.display()))
-        })?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| {
-            path.is_file()
-                && matches!(
-                    path.extension().and_then(|ext| ext.to_str()),
-                    Some("conf" | "conflist" | "json")
-                )
-        })
-        .collect();
-    files.sort();
-    files.into_iter().next().ok_or_else(|| {
-        CniError::invalid_network_config(format!("no network config in {}", dir.display()))
-    })
+/// The meta-plugin's own ops for an attachment's default-route decision:
+/// remove its delegate's default routes of a family, add the requested
+/// gateways.
+fn default_route_ops(action: &DefaultRouteAction, ifname: &str) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for (remove, family) in [
+        (action.remove_v4_default, IpFamily::V4),
+        (action.remove_v6_default, IpFamily::V6),
+    ] {
+        if remove {
+            ops.push(Op::RemoveDefaultRoutes {
+                link: ifname.into(),
+                family,
+            });
+        }
+    }
+    for gateway in &action.add_gateways {
+        ops.push(Op::AddRoute(AddRoute {
+            link: ifname.into(),
+            dst: default_destination(gateway.is_ipv6()),
+            gateway: Some(*gateway),
+            metric: None,
+            table: None,
+            scope: None,
+        }));
+    }
+    ops
+}
+
+fn default_destination(ipv6: bool) -> ipnet::IpNet {
+    if ipv6 {
+        "::/0".parse().expect("literal")
+    } else {
+        "0.0.0.0/0".parse().expect("literal")
+    }
+}
+
+/// The same decision, reflected in the attachment's result.
+fn apply_default_routes_to_result(action: &DefaultRouteAction, result: &mut CniResult) {
+    for (remove, ipv6) in [
+        (action.remove_v4_default, false),
+        (action.remove_v6_default, true),
+    ] {
+        if remove {
+            result.routes.retain(|route| {
+                !(route.dst.prefix_len() == 0 && route.dst.addr().is_ipv6() == ipv6)
+            });
+        }
+    }
+    for gateway in &action.add_gateways {
+        result.routes.push(Route::new(
+            default_destination(gateway.is_ipv6()),
+            Some(*gateway),
+        ));
+    }
 }
 
 /// Wait (up to 45 s, as Multus) for the readiness indicator file.

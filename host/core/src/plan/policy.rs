@@ -17,8 +17,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::op::{LinkInfo, MacvlanMode, Op};
-use crate::cni::validate_interface_name;
-use crate::sandbox::PluginCommand;
+use super::{CheckedPlan, Plan};
+use crate::cni::{CniCommand, validate_interface_name};
 
 /// What the operator allows as a macvlan master (host config).
 ///
@@ -95,7 +95,7 @@ impl MasterRules<'_> {
 /// What a plan is checked against.
 #[derive(Debug, Clone)]
 pub struct PolicyContext<'a> {
-    pub command: PluginCommand,
+    pub command: CniCommand,
     /// `CNI_IFNAME` of the attachment.
     pub ifname: &'a str,
     /// The operator's rules for masters.
@@ -140,8 +140,35 @@ pub fn host_masters(ops: &[Op]) -> Vec<&str> {
         .collect()
 }
 
-/// Check `ops` against the policy; `Ok` means the plan may be applied.
-pub fn check(ops: &[Op], context: &PolicyContext<'_>) -> Result<(), PolicyViolation> {
+/// Check a plugin's plan against the policy; only an accepted plan becomes
+/// a [`CheckedPlan`].
+pub fn check(plan: Plan, context: &PolicyContext<'_>) -> Result<CheckedPlan, PolicyViolation> {
+    check_ops(&plan.ops, context)?;
+    Ok(CheckedPlan::new(plan, context.ifname))
+}
+
+/// Check the meta-plugin's own plan for the attachment `ifname`: it may
+/// only remove and add default routes through `ifname` (the
+/// `default-route` choice of the pod's annotation).
+pub fn check_default_routes(plan: Plan, ifname: &str) -> Result<CheckedPlan, PolicyViolation> {
+    for (index, op) in plan.ops.iter().enumerate() {
+        let allowed = match op {
+            Op::RemoveDefaultRoutes { link, .. } => link == ifname,
+            Op::AddRoute(route) => route.link == ifname && route.dst.prefix_len() == 0,
+            _ => false,
+        };
+        if !allowed {
+            return Err(PolicyViolation {
+                index,
+                op: op.to_string(),
+                reason: format!("the meta-plugin only edits default routes through {ifname}"),
+            });
+        }
+    }
+    Ok(CheckedPlan::new(plan, ifname))
+}
+
+fn check_ops(ops: &[Op], context: &PolicyContext<'_>) -> Result<(), PolicyViolation> {
     let ifname = context.ifname;
     let violation = |index: usize, op: &Op, reason: String| PolicyViolation {
         index,
@@ -149,7 +176,7 @@ pub fn check(ops: &[Op], context: &PolicyContext<'_>) -> Result<(), PolicyViolat
         reason,
     };
     match context.command {
-        PluginCommand::Check | PluginCommand::Status | PluginCommand::Gc => {
+        CniCommand::Check | CniCommand::Status | CniCommand::Gc | CniCommand::Version => {
             if let Some(op) = ops.first() {
                 return Err(violation(
                     0,
@@ -159,7 +186,7 @@ pub fn check(ops: &[Op], context: &PolicyContext<'_>) -> Result<(), PolicyViolat
             }
             return Ok(());
         }
-        PluginCommand::Del => {
+        CniCommand::Del => {
             for (index, op) in ops.iter().enumerate() {
                 match op {
                     Op::DeleteLink { link } if link == ifname => {}
@@ -181,7 +208,7 @@ pub fn check(ops: &[Op], context: &PolicyContext<'_>) -> Result<(), PolicyViolat
             }
             return Ok(());
         }
-        PluginCommand::Add => {}
+        CniCommand::Add => {}
     }
 
     // Temporary names: created by this plan and renamed to CNI_IFNAME later in it.
@@ -261,6 +288,9 @@ pub fn check(ops: &[Op], context: &PolicyContext<'_>) -> Result<(), PolicyViolat
                 Ok(())
             })(),
             Op::DeleteLink { .. } => Err("an ADD plan may not delete links".into()),
+            Op::RemoveDefaultRoutes { .. } => {
+                Err("only the meta-plugin removes default routes".into())
+            }
         };
         outcome.map_err(|reason| violation(index, op, reason))?;
     }
@@ -292,7 +322,7 @@ pub fn sysctl_interface(key: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::op::{AddRoute, CreateMacvlan, MacvlanMode};
+    use crate::plan::op::{AddRoute, CreateMacvlan, MacvlanMode};
 
     fn create(name: &str, master: &str) -> Op {
         Op::CreateMacvlan(CreateMacvlan {
@@ -350,7 +380,7 @@ mod tests {
 
     fn add_context() -> PolicyContext<'static> {
         PolicyContext {
-            command: PluginCommand::Add,
+            command: CniCommand::Add,
             ifname: "net1",
             masters: MasterRules {
                 allowed_masters: None,
@@ -387,7 +417,7 @@ mod tests {
 
     #[test]
     fn the_seed_plan_is_accepted() {
-        check(&seed_plan(), &add_context()).unwrap();
+        check_ops(&seed_plan(), &add_context()).unwrap();
     }
 
     #[test]
@@ -402,9 +432,9 @@ mod tests {
                 link: "net1".into(),
             },
         ];
-        check(&plan, &add_context()).unwrap();
+        check_ops(&plan, &add_context()).unwrap();
         let never_renamed = vec![create("mv1234abcd", "ens3")];
-        let err = check(&never_renamed, &add_context()).unwrap_err();
+        let err = check_ops(&never_renamed, &add_context()).unwrap_err();
         assert_eq!(err.index, 0);
         assert!(err.reason.contains("renamed"), "{err}");
         let used_after_rename = vec![
@@ -418,7 +448,9 @@ mod tests {
             },
         ];
         assert_eq!(
-            check(&used_after_rename, &add_context()).unwrap_err().index,
+            check_ops(&used_after_rename, &add_context())
+                .unwrap_err()
+                .index,
             2
         );
     }
@@ -489,7 +521,7 @@ mod tests {
             ),
         ];
         for (plan, index, reason) in cases {
-            let err = check(&plan, &add_context()).unwrap_err();
+            let err = check_ops(&plan, &add_context()).unwrap_err();
             assert_eq!(err.index, index, "{err}");
             assert!(err.reason.contains(reason), "{err}");
         }
@@ -505,17 +537,17 @@ mod tests {
             },
             ..add_context()
         };
-        check(&seed_plan(), &context).unwrap();
-        let err = check(&[create("net1", "eth0")], &context).unwrap_err();
+        check_ops(&seed_plan(), &context).unwrap();
+        let err = check_ops(&[create("net1", "eth0")], &context).unwrap_err();
         assert!(err.reason.contains("allowedMasters"), "{err}");
         // The operator's explicit choice wins over the kind rules.
-        check(&[create("net1", "cni0")], &context).unwrap();
+        check_ops(&[create("net1", "cni0")], &context).unwrap();
     }
 
     #[test]
     fn without_allowed_masters_only_ordinary_node_interfaces_are_masters() {
         for master in ["ens3", "eth0", "bond0"] {
-            check(&[create("net1", master)], &add_context())
+            check_ops(&[create("net1", master)], &add_context())
                 .unwrap_or_else(|err| panic!("{master}: {err}"));
         }
         let cases = [
@@ -525,7 +557,7 @@ mod tests {
             ("nonexistent", "does not exist in the host namespace"),
         ];
         for (master, reason) in cases {
-            let err = check(&[create("net1", master)], &add_context()).unwrap_err();
+            let err = check_ops(&[create("net1", master)], &add_context()).unwrap_err();
             assert_eq!(err.index, 0);
             assert!(err.reason.contains(reason), "{master}: {err}");
         }
@@ -544,12 +576,12 @@ mod tests {
             })
         };
         for mode in [MacvlanMode::Bridge, MacvlanMode::Private, MacvlanMode::Vepa] {
-            check(&[with_mode("ens3", mode, false)], &add_context()).unwrap();
+            check_ops(&[with_mode("ens3", mode, false)], &add_context()).unwrap();
         }
         for mode in [MacvlanMode::Passthru, MacvlanMode::Source] {
             for in_sandbox in [false, true] {
                 let err =
-                    check(&[with_mode("ens3", mode, in_sandbox)], &add_context()).unwrap_err();
+                    check_ops(&[with_mode("ens3", mode, in_sandbox)], &add_context()).unwrap_err();
                 assert!(err.reason.contains("allowedMacvlanModes"), "{err}");
             }
         }
@@ -564,19 +596,19 @@ mod tests {
             },
             ..add_context()
         };
-        check(&[with_mode("ens3", MacvlanMode::Passthru, false)], &context).unwrap();
-        assert!(check(&[with_mode("ens3", MacvlanMode::Bridge, false)], &context).is_err());
-        assert!(check(&[with_mode("eth0", MacvlanMode::Passthru, false)], &context).is_err());
-        check(&[with_mode("eth0", MacvlanMode::Bridge, false)], &context).unwrap();
+        check_ops(&[with_mode("ens3", MacvlanMode::Passthru, false)], &context).unwrap();
+        assert!(check_ops(&[with_mode("ens3", MacvlanMode::Bridge, false)], &context).is_err());
+        assert!(check_ops(&[with_mode("eth0", MacvlanMode::Passthru, false)], &context).is_err());
+        check_ops(&[with_mode("eth0", MacvlanMode::Bridge, false)], &context).unwrap();
     }
 
     #[test]
     fn del_check_status_and_gc_plans_are_limited() {
         let del = PolicyContext {
-            command: PluginCommand::Del,
+            command: CniCommand::Del,
             ..add_context()
         };
-        check(
+        check_ops(
             &[Op::DeleteLink {
                 link: "net1".into(),
             }],
@@ -584,7 +616,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            check(
+            check_ops(
                 &[Op::DeleteLink {
                     link: "eth0".into()
                 }],
@@ -592,19 +624,15 @@ mod tests {
             )
             .is_err()
         );
-        assert!(check(&seed_plan(), &del).is_err());
-        for command in [
-            PluginCommand::Check,
-            PluginCommand::Status,
-            PluginCommand::Gc,
-        ] {
+        assert!(check_ops(&seed_plan(), &del).is_err());
+        for command in [CniCommand::Check, CniCommand::Status, CniCommand::Gc] {
             let context = PolicyContext {
                 command,
                 ..add_context()
             };
-            check(&[], &context).unwrap();
+            check_ops(&[], &context).unwrap();
             assert!(
-                check(
+                check_ops(
                     &[Op::SetLinkUp {
                         link: "net1".into()
                     }],
@@ -613,6 +641,31 @@ mod tests {
                 .is_err()
             );
         }
+    }
+
+    #[test]
+    fn only_checked_plans_come_out_and_default_route_plans_stay_on_their_link() {
+        let checked = check(Plan::of_ops(seed_plan()), &add_context()).unwrap();
+        assert_eq!(checked.ops(), seed_plan().as_slice());
+        assert_eq!(checked.ifname(), "net1");
+        let remove = |link: &str| Op::RemoveDefaultRoutes {
+            link: link.into(),
+            family: crate::plan::IpFamily::V4,
+        };
+        let gateway = Op::AddRoute(AddRoute {
+            link: "net1".into(),
+            dst: "0.0.0.0/0".parse().unwrap(),
+            gateway: Some("192.168.1.1".parse().unwrap()),
+            metric: None,
+            table: None,
+            scope: None,
+        });
+        check_default_routes(Plan::of_ops(vec![remove("net1"), gateway.clone()]), "net1").unwrap();
+        assert!(check_default_routes(Plan::of_ops(vec![remove("eth0")]), "net1").is_err());
+        assert!(check_default_routes(Plan::of_ops(seed_plan()), "net1").is_err());
+        // A plugin cannot ask for the meta-plugin's op.
+        let err = check_ops(&[remove("net1")], &add_context()).unwrap_err();
+        assert!(err.reason.contains("only the meta-plugin"), "{err}");
     }
 
     #[test]

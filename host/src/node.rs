@@ -1,0 +1,83 @@
+//! The node's real [`Effects`]: pods and NADs from the API server or a
+//! manifest directory, the attachment cache in `cniDir`, the plugins
+//! (wasmtime, `binDir`), the IPAM directories and netlink.
+
+use std::sync::Arc;
+
+use tokio::runtime::Runtime;
+
+use crate::call::Effects;
+use crate::cni::CniError;
+use crate::config::MultusConfig;
+use crate::k8s::NetworkSource;
+use crate::k8s::api::ApiSource;
+use crate::k8s::local::LocalSource;
+use crate::netlink::Kernel;
+use crate::netlink::kernel::NetlinkKernel;
+use crate::runner::{DirStores, IpamStores, NodePlugins, Resolver};
+use crate::store::cache::{AttachmentCache, CacheStore};
+
+/// The node's effects for calls under one host config.
+pub struct NodeEffects {
+    runtime: Arc<Runtime>,
+    source: Box<dyn NetworkSource>,
+    cache: AttachmentCache,
+    plugins: Arc<NodePlugins>,
+    stores: Arc<dyn IpamStores>,
+}
+
+impl std::fmt::Debug for NodeEffects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeEffects")
+            .field("cache", &self.cache)
+            .field("plugins", &self.plugins)
+            .finish()
+    }
+}
+
+impl NodeEffects {
+    /// The effects of `config`: the API server when it names a kubeconfig,
+    /// else its manifest directory; `plugins` shared with other calls.
+    pub fn new(
+        config: &MultusConfig,
+        runtime: Arc<Runtime>,
+        plugins: Arc<NodePlugins>,
+    ) -> Result<Self, CniError> {
+        let source: Box<dyn NetworkSource> = match &config.kubeconfig {
+            Some(kubeconfig) => Box::new(ApiSource::new(runtime.clone(), kubeconfig)?),
+            None => Box::new(LocalSource::new(&config.manifest_dir)),
+        };
+        Ok(NodeEffects {
+            runtime,
+            source,
+            cache: AttachmentCache::new(&config.cni_dir),
+            plugins,
+            stores: Arc::new(DirStores),
+        })
+    }
+}
+
+impl Effects for NodeEffects {
+    fn source(&self) -> &dyn NetworkSource {
+        self.source.as_ref()
+    }
+
+    fn cache(&self) -> &dyn CacheStore {
+        &self.cache
+    }
+
+    fn plugins(&self) -> &dyn Resolver {
+        self.plugins.as_ref()
+    }
+
+    fn stores(&self) -> Arc<dyn IpamStores> {
+        self.stores.clone()
+    }
+
+    fn kernel(&self, netns_path: &str) -> Result<Box<dyn Kernel>, CniError> {
+        Ok(Box::new(NetlinkKernel::new(
+            self.runtime.clone(),
+            netns_path,
+        )?))
+    }
+}
