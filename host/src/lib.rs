@@ -7,6 +7,8 @@ pub mod call;
 pub mod cli;
 pub mod cni_plugin;
 pub mod confdir;
+#[cfg(test)]
+pub(crate) mod fakes;
 pub mod install;
 pub mod k8s;
 pub mod logging;

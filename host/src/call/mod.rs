@@ -1052,3 +1052,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod transaction_tests;
