@@ -107,17 +107,17 @@ mod tests {
         std::fs::create_dir(conf_dir.path().join("60-dir.conf")).expect("dir");
 
         for spec_config in [None, Some(""), Some("  \n")] {
-            let config = nad_config("mine", spec_config, &conf_dir.path()).expect("found");
+            let config = nad_config("mine", spec_config, conf_dir.path()).expect("found");
             assert_eq!(
                 config,
                 json!({"name":"mine","plugins":[{"type":"macvlan"}]}),
                 "the sorted-first match wins, for spec.config {spec_config:?}"
             );
         }
-        let config = nad_config("json-net", None, &conf_dir.path()).expect("found");
+        let config = nad_config("json-net", None, conf_dir.path()).expect("found");
         assert_eq!(config, json!({"name":"json-net","type":"static"}));
 
-        let error = nad_config("notype", None, &conf_dir.path()).expect_err("no type");
+        let error = nad_config("notype", None, conf_dir.path()).expect_err("no type");
         let path = conf_dir.path().join("40-notype.conf");
         assert_eq!(
             error.to_string(),
@@ -128,13 +128,13 @@ mod tests {
         );
         assert_eq!(error.cni_code(), 7);
 
-        let error = nad_config("badlist", None, &conf_dir.path()).expect_err("no plugins");
+        let error = nad_config("badlist", None, conf_dir.path()).expect_err("no plugins");
         assert!(
             matches!(error, AttachError::ConfListWithoutPlugins { .. }),
             "{error}"
         );
 
-        let error = nad_config("absent", None, &conf_dir.path()).expect_err("absent");
+        let error = nad_config("absent", None, conf_dir.path()).expect_err("absent");
         assert_eq!(
             error.to_string(),
             format!(
@@ -161,7 +161,7 @@ mod tests {
             "10-mine.conf",
             r#"{"name":"mine","type":"macvlan"}"#,
         );
-        let error = nad_config("mine", None, &conf_dir.path()).expect_err("broken file");
+        let error = nad_config("mine", None, conf_dir.path()).expect_err("broken file");
         assert!(
             matches!(error, AttachError::ConfFileDecode { .. }),
             "{error}"
