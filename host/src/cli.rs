@@ -3,7 +3,6 @@
 //! sandbox as production and print its plan without applying it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -298,12 +297,7 @@ fn run(args: &RunArgs) -> Result<String, CniError> {
         world = %plugin.abi.world,
         "loaded plugin"
     );
-    let runtime = Arc::new(
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|err| CniError::internal(format!("tokio runtime: {err}")))?,
-    );
+    let runtime = crate::node::runtime()?;
     let netns = args
         .netns
         .as_deref()
@@ -418,12 +412,7 @@ fn bench(args: &BenchArgs) -> Result<String, CniError> {
         .and_then(Value::as_str)
         .unwrap_or("bench")
         .to_string();
-    let runtime = Arc::new(
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|err| CniError::internal(format!("tokio runtime: {err}")))?,
-    );
+    let runtime = crate::node::runtime()?;
     let handles =
         Handles::open(runtime, None).map_err(|err| CniError::internal(err.to_string()))?;
     let (mut loads, mut calls, mut totals) = (Vec::new(), Vec::new(), Vec::new());

@@ -77,12 +77,7 @@ fn dispatch(
     drop(parse_span);
     tracing::info!(command = %env.command, container = ?env.container_id, netns = ?env.netns, ifname = ?env.ifname, "CNI call");
 
-    let runtime = Arc::new(
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|err| CniError::internal(format!("tokio runtime: {err}")))?,
-    );
+    let runtime = crate::node::runtime()?;
     let plugins = Arc::new(NodePlugins::new(&config));
     let effects = NodeEffects::new(&config, runtime, plugins)?;
     let call = Call {

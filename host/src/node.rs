@@ -17,6 +17,16 @@ use crate::netlink::kernel::NetlinkKernel;
 use crate::runner::{DirStores, IpamStores, NodePlugins, Resolver};
 use crate::store::cache::{AttachmentCache, CacheStore};
 
+/// The runtime one CNI call (or CLI command) runs its netlink and API I/O
+/// on: current-thread, so a call costs no worker threads.
+pub fn runtime() -> Result<Arc<Runtime>, CniError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(Arc::new)
+        .map_err(|err| CniError::internal(format!("tokio runtime: {err}")))
+}
+
 /// The node's effects for calls under one host config.
 pub struct NodeEffects {
     runtime: Arc<Runtime>,

@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
-use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::annotations::{Bandwidth, NetworkSelectionElement, PortMapping};
+pub use crate::plan::IpFamily;
 
 /// The file extensions a confDir lookup considers, as libcni's `ConfFiles`.
 pub const CONF_FILE_EXTENSIONS: &[&str] = &["conf", "json", "conflist"];
@@ -297,10 +297,8 @@ pub fn plugin_configs(config: &Value) -> Vec<&Value> {
 pub fn declared_capabilities(config: &Value) -> BTreeSet<String> {
     plugin_configs(config)
         .into_iter()
-        .filter_map(|plugin| plugin.get("capabilities").and_then(Value::as_object))
-        .flat_map(|capabilities| capabilities.iter())
-        .filter(|(_, enabled)| **enabled == Value::Bool(true))
-        .map(|(name, _)| name.clone())
+        .flat_map(crate::cni::declared_capabilities)
+        .map(str::to_owned)
         .collect()
 }
 
@@ -576,31 +574,6 @@ pub fn assign_ifnames(specs: &mut [DelegateSpec], cni_ifname: &str) -> Result<()
         }
     }
     Ok(())
-}
-
-/// An IP address family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpFamily {
-    V4,
-    V6,
-}
-
-impl IpFamily {
-    pub fn of(address: &IpAddr) -> IpFamily {
-        match address {
-            IpAddr::V4(_) => IpFamily::V4,
-            IpAddr::V6(_) => IpFamily::V6,
-        }
-    }
-}
-
-impl fmt::Display for IpFamily {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(match self {
-            IpFamily::V4 => "IPv4",
-            IpFamily::V6 => "IPv6",
-        })
-    }
 }
 
 /// What to do with one attachment's default routes after its ADD.

@@ -659,3 +659,21 @@ impl CallContext<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared<T: Send + Sync>() {}
+
+    #[test]
+    fn the_node_side_is_shareable_by_concurrent_calls() {
+        // Compile-time: what a daemon shares between calls is Send + Sync.
+        shared::<NodePlugins>();
+        shared::<Sandbox>();
+        shared::<LoadedPlugin>();
+        shared::<Arc<dyn Guest>>();
+        shared::<MultusConfig>();
+        shared::<DirStores>();
+    }
+}
