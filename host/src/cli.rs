@@ -42,6 +42,15 @@ enum Command {
     /// (verified, precompiled) and the generated host config (what the
     /// DaemonSet runs).
     Install(Box<InstallArgs>),
+    /// Thick mode's node daemon: serve CNI calls forwarded by
+    /// `multus-wasm-shim` on a root-only unix socket, with plugins and
+    /// informer caches kept warm.
+    Daemon {
+        /// The daemon config: the host config plus `socketDir`, `nodeName`
+        /// and `metricsAddress`.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -216,6 +225,9 @@ pub fn main() -> i32 {
         }
         Command::Plugin(PluginCmd::Compile { config }) => compile(&config),
         Command::Install(args) => install(&args),
+        Command::Daemon { config } => crate::daemon::run(&config)
+            .map(|()| String::new())
+            .map_err(|err| CniError::internal(err.to_string())),
     };
     match outcome {
         Ok(output) => {

@@ -33,19 +33,34 @@ pub fn main() -> i32 {
 
 /// Run one CNI command; returns what to print on stdout and the exit code.
 pub fn run(vars: impl IntoIterator<Item = (String, String)>, stdin: &[u8]) -> (String, i32) {
+    answer(stdin, || {
+        let env = cni_env(vars)?;
+        if env.command == CniCommand::Version {
+            return Ok(version_output(requested_version(stdin).as_deref()));
+        }
+        let parse_span = crate::timing::span("config");
+        let parsed = MultusConfig::parse(stdin)
+            .map_err(|err| CniError::new(err.cni_code(), err.to_string()))?;
+        let config = parsed.config;
+        let level = crate::logging::multus_level(config.log_level);
+        crate::logging::init_cni(config.log_file.as_deref(), level, config.log_to_stderr);
+        if !parsed.unknown_fields.is_empty() {
+            tracing::warn!(fields = ?parsed.unknown_fields, "unknown fields in the multus-wasm config are ignored");
+        }
+        let stdin_value = stdin_value(stdin)?;
+        drop(parse_span);
+        let runtime = crate::node::runtime()?;
+        let plugins = Arc::new(NodePlugins::new(&config));
+        let effects = NodeEffects::new(&config, runtime, plugins)?;
+        execute(&env, &config, &stdin_value, &effects)
+    })
+}
+
+/// Turn a command's outcome into what to print and the exit code; errors
+/// are logged and printed as CNI error JSON in the requested version.
+pub fn answer(stdin: &[u8], outcome: impl FnOnce() -> Result<String, CniError>) -> (String, i32) {
     let version = requested_version(stdin);
-    let vars: Vec<(String, String)> = vars.into_iter().collect();
-    let outcome = if vars
-        .iter()
-        .any(|(key, _)| key == crate::runner::native::NESTED_ENV)
-    {
-        Err(CniError::invalid_network_config(
-            "multus-wasm was exec'd as a delegate of multus-wasm: a nested call is refused (its stdin is a network config, not a host config)",
-        ))
-    } else {
-        dispatch(vars, stdin)
-    };
-    match outcome {
+    match outcome() {
         Ok(output) => (output, 0),
         Err(err) => {
             tracing::error!(code = err.code, error = %err, "CNI command failed");
@@ -54,43 +69,46 @@ pub fn run(vars: impl IntoIterator<Item = (String, String)>, stdin: &[u8]) -> (S
     }
 }
 
-fn dispatch(
-    vars: impl IntoIterator<Item = (String, String)>,
-    stdin: &[u8],
-) -> Result<String, CniError> {
-    let env = CniEnv::from_vars(vars)?;
-    if env.command == CniCommand::Version {
-        return Ok(version_output(requested_version(stdin).as_deref()));
+/// The CNI environment of a call, refusing a nested one: a multus-wasm
+/// exec'd by multus-wasm gets a network config on stdin, not a host config.
+pub fn cni_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<CniEnv, CniError> {
+    let vars: Vec<(String, String)> = vars.into_iter().collect();
+    if vars
+        .iter()
+        .any(|(key, _)| key == crate::runner::native::NESTED_ENV)
+    {
+        return Err(CniError::invalid_network_config(
+            "multus-wasm was exec'd as a delegate of multus-wasm: a nested call is refused (its stdin is a network config, not a host config)",
+        ));
     }
-    let parse_span = crate::timing::span("config");
-    let parsed =
-        MultusConfig::parse(stdin).map_err(|err| CniError::new(err.cni_code(), err.to_string()))?;
-    let config = parsed.config;
-    let level = crate::logging::multus_level(config.log_level);
-    crate::logging::init_cni(config.log_file.as_deref(), level, config.log_to_stderr);
-    if !parsed.unknown_fields.is_empty() {
-        tracing::warn!(fields = ?parsed.unknown_fields, "unknown fields in the multus-wasm config are ignored");
-    }
-    let stdin_value: serde_json::Value = serde_json::from_slice(stdin).map_err(|err| {
-        CniError::decoding_failure(format!("error decoding network config: {err}"))
-    })?;
-    drop(parse_span);
-    tracing::info!(command = %env.command, container = ?env.container_id, netns = ?env.netns, ifname = ?env.ifname, "CNI call");
+    CniEnv::from_vars(vars)
+}
 
-    let runtime = crate::node::runtime()?;
-    let plugins = Arc::new(NodePlugins::new(&config));
-    let effects = NodeEffects::new(&config, runtime, plugins)?;
+/// stdin as JSON (GC reads its valid attachments from it).
+pub fn stdin_value(stdin: &[u8]) -> Result<serde_json::Value, CniError> {
+    serde_json::from_slice(stdin)
+        .map_err(|err| CniError::decoding_failure(format!("error decoding network config: {err}")))
+}
+
+/// Run `env`'s command (not VERSION) under `config` with `effects`.
+pub fn execute(
+    env: &CniEnv,
+    config: &MultusConfig,
+    stdin_value: &serde_json::Value,
+    effects: &dyn crate::call::Effects,
+) -> Result<String, CniError> {
+    tracing::info!(command = %env.command, container = ?env.container_id, netns = ?env.netns, ifname = ?env.ifname, "CNI call");
     let call = Call {
-        config: &config,
-        env: &env,
-        effects: &effects,
+        config,
+        env,
+        effects,
     };
     match env.command {
         CniCommand::Add => call.add().map(|result| result.to_string()),
         CniCommand::Del => call.del().map(|()| String::new()),
         CniCommand::Check => call.check().map(|()| String::new()),
-        CniCommand::Gc => call.gc(&stdin_value).map(|()| String::new()),
+        CniCommand::Gc => call.gc(stdin_value).map(|()| String::new()),
         CniCommand::Status => call.status().map(|()| String::new()),
-        CniCommand::Version => unreachable!("answered above"),
+        CniCommand::Version => Ok(version_output(None)),
     }
 }

@@ -126,7 +126,12 @@ impl Shared {
 }
 
 impl NetworkSource for Shared {
-    fn get_pod(&self, namespace: &str, name: &str) -> Result<Option<PodInfo>, SourceError> {
+    fn get_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        _uid: &str,
+    ) -> Result<Option<PodInfo>, SourceError> {
         log(&self.events, format!("get-pod {namespace}/{name}"));
         if self.faults().get_pod {
             return Err(SourceError::Api("injected: the API server is down".into()));

@@ -7,6 +7,7 @@ pub mod call;
 pub mod cli;
 pub mod cni_plugin;
 pub mod confdir;
+pub mod daemon;
 #[cfg(test)]
 pub(crate) mod fakes;
 pub mod install;

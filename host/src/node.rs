@@ -57,6 +57,17 @@ impl NodeEffects {
             Some(kubeconfig) => Box::new(ApiSource::new(runtime.clone(), kubeconfig)?),
             None => Box::new(LocalSource::new(&config.manifest_dir)),
         };
+        Self::with_source(config, runtime, plugins, source)
+    }
+
+    /// The effects of `config` with pods and NADs from `source` (the
+    /// daemon's caches).
+    pub fn with_source(
+        config: &MultusConfig,
+        runtime: Arc<Runtime>,
+        plugins: Arc<NodePlugins>,
+        source: Box<dyn NetworkSource>,
+    ) -> Result<Self, CniError> {
         Ok(NodeEffects {
             runtime,
             source,

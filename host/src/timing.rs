@@ -39,6 +39,11 @@ impl Drop for Span {
     }
 }
 
+/// Take this thread's totals (a daemon's call thread, after its call).
+pub fn take() -> Vec<(&'static str, Duration)> {
+    TOTALS.with(|totals| std::mem::take(&mut *totals.borrow_mut()))
+}
+
 /// The totals so far, in microseconds, as a JSON object.
 pub fn report() -> serde_json::Value {
     TOTALS.with(|totals| {

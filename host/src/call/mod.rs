@@ -362,7 +362,7 @@ impl<'a> Call<'a> {
         let pod = self
             .effects
             .source()
-            .get_pod(&pod_ref.namespace, &pod_ref.name)?;
+            .get_pod(&pod_ref.namespace, &pod_ref.name, &pod_ref.uid)?;
         Ok((Some(pod_ref), pod))
     }
 

@@ -52,43 +52,56 @@ fn retriable(err: &kube::Error) -> bool {
     }
 }
 
+/// A client for the cluster of `kubeconfig` (its current context).
+pub async fn client(kubeconfig: &Path) -> Result<Client, SourceError> {
+    let bad = |reason: String| SourceError::Kubeconfig {
+        path: kubeconfig.display().to_string(),
+        reason,
+    };
+    let loaded = Kubeconfig::read_from(kubeconfig).map_err(|err| bad(err.to_string()))?;
+    let mut config = Config::from_custom_kubeconfig(loaded, &KubeConfigOptions::default())
+        .await
+        .map_err(|err| bad(err.to_string()))?;
+    // Proxies from the environment are not supported (kube's http-proxy
+    // feature is off); kubelet's own env must not break us.
+    config.proxy_url = None;
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(Duration::from_secs(15));
+    Client::try_from(config).map_err(|err| bad(err.to_string()))
+}
+
 impl ApiSource {
-    /// A client for the cluster of `kubeconfig` (its current context).
+    /// A source over the cluster of `kubeconfig` (its current context).
     pub fn new(runtime: Arc<Runtime>, kubeconfig: &Path) -> Result<Self, SourceError> {
-        let bad = |reason: String| SourceError::Kubeconfig {
-            path: kubeconfig.display().to_string(),
-            reason,
-        };
-        let loaded = Kubeconfig::read_from(kubeconfig).map_err(|err| bad(err.to_string()))?;
-        let client = runtime.block_on(async {
-            let mut config = Config::from_custom_kubeconfig(loaded, &KubeConfigOptions::default())
-                .await
-                .map_err(|err| bad(err.to_string()))?;
-            // Proxies from the environment are not supported (kube's
-            // http-proxy feature is off); kubelet's own env must not break us.
-            config.proxy_url = None;
-            config.connect_timeout = Some(Duration::from_secs(5));
-            config.read_timeout = Some(Duration::from_secs(15));
-            Client::try_from(config).map_err(|err| bad(err.to_string()))
-        })?;
+        let client = runtime.block_on(client(kubeconfig))?;
         Ok(ApiSource { runtime, client })
     }
 }
 
+/// A pod's part the host needs.
+pub fn pod_info(namespace: &str, name: &str, metadata: &kube::api::ObjectMeta) -> PodInfo {
+    PodInfo {
+        namespace: namespace.into(),
+        name: name.into(),
+        uid: metadata.uid.clone().unwrap_or_default(),
+        annotations: metadata.annotations.clone().unwrap_or_default(),
+    }
+}
+
 impl NetworkSource for ApiSource {
-    fn get_pod(&self, namespace: &str, name: &str) -> Result<Option<PodInfo>, SourceError> {
+    fn get_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        _uid: &str,
+    ) -> Result<Option<PodInfo>, SourceError> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         self.runtime.block_on(async {
             let mut attempt = 1;
             loop {
                 match pods.get_opt(name).await {
                     Ok(pod) => {
-                        return Ok(pod.map(|pod| PodInfo {
-                            namespace: namespace.into(),
-                            name: name.into(),
-                            uid: pod.metadata.uid.unwrap_or_default(),
-                            annotations: pod.metadata.annotations.unwrap_or_default(),
-                        }));
+                        return Ok(pod.map(|pod| pod_info(namespace, name, &pod.metadata)));
                     }
                     Err(err) if retriable(&err) && attempt < POD_GET_ATTEMPTS => {
                         tracing::warn!(namespace, name, attempt, error = %err, "pod GET failed, retrying");

@@ -152,7 +152,12 @@ impl LocalSource {
 }
 
 impl NetworkSource for LocalSource {
-    fn get_pod(&self, namespace: &str, name: &str) -> Result<Option<PodInfo>, SourceError> {
+    fn get_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        _uid: &str,
+    ) -> Result<Option<PodInfo>, SourceError> {
         Ok(self.find_pod(namespace, name)?.map(|(_, pod)| pod))
     }
 
@@ -231,7 +236,7 @@ metadata:
         let nad = source.get_nad("default", "macvlan-conf").unwrap().unwrap();
         assert!(nad.config.unwrap().contains("macvlan"));
         assert!(source.get_nad("other", "macvlan-conf").unwrap().is_none());
-        let pod = source.get_pod("default", "samplepod").unwrap().unwrap();
+        let pod = source.get_pod("default", "samplepod", "").unwrap().unwrap();
         assert_eq!(
             pod.annotations["k8s.v1.cni.cncf.io/networks"],
             "macvlan-conf"
@@ -244,17 +249,17 @@ metadata:
             "[]"
         );
         // The status file is not read back as a manifest.
-        assert!(source.get_pod("default", "samplepod").unwrap().is_some());
+        assert!(source.get_pod("default", "samplepod", "").unwrap().is_some());
     }
 
     #[test]
     fn a_missing_directory_has_no_objects_and_a_bad_file_is_named() {
         let source = LocalSource::new(Path::new("/nonexistent/manifests"));
-        assert!(source.get_pod("default", "x").unwrap().is_none());
+        assert!(source.get_pod("default", "x", "").unwrap().is_none());
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bad.yaml"), "kind: [").unwrap();
         let err = LocalSource::new(dir.path())
-            .get_pod("default", "x")
+            .get_pod("default", "x", "")
             .unwrap_err();
         assert!(err.to_string().contains("bad.yaml"), "{err}");
     }
