@@ -432,3 +432,499 @@ fn verify_and_compile_report_on_the_plugin_set() {
     assert_eq!(second["macvlan"]["cache"], "hit");
     let _ = Path::new("");
 }
+
+// ---------------------------------------------------------------------------
+// A hostile plugin manifest: the manifest selects files inside the plugin dir
+// and never names a path. Each test builds a plugin dir laid out like a real
+// ConfigMap mount (`..2026_12_04_x/` with the files, `..data` -> it, `<name>`
+// -> `..data/<name>`) with one good plugin and the hostile entry, under its
+// own scratch dir:
+//
+//   <scratch>/host/          the node's root (--host-root)
+//   <scratch>/configmap/     the plugin dir (--plugin-dir)
+//   <scratch>/outside/shadow a root-only (0600) file outside the plugin dir
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+const DATA: &str = "..2026_12_04_x";
+const STATE: &str = "host/var/lib/multus-wasm";
+const CONFIG: &str = "host/etc/cni/net.d/00-multus-wasm.conflist";
+const SECRET: &[u8] = b"root:$6$not-for-your-eyes:19000:0:99999:7:::\n";
+
+struct Mount {
+    scratch: tempfile::TempDir,
+    manifest: serde_json::Map<String, Value>,
+}
+
+/// What one install run printed.
+struct Ran {
+    code: Option<i32>,
+    report: Value,
+    log: String,
+}
+
+impl Mount {
+    /// A node with a primary config and a ConfigMap mount holding the good
+    /// plugin `macvlan`.
+    fn new() -> Mount {
+        let scratch = support::scratch();
+        let conf = scratch.path().join("host/etc/cni/net.d");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::create_dir_all(scratch.path().join("host/var/lib")).unwrap();
+        std::fs::write(
+            conf.join("10-ptp.conflist"),
+            json!({"cniVersion": "1.0.0", "name": "ptp-net", "plugins": [{"type": "ptp"}]})
+                .to_string(),
+        )
+        .unwrap();
+        std::fs::create_dir_all(scratch.path().join("configmap").join(DATA)).unwrap();
+        std::os::unix::fs::symlink(DATA, scratch.path().join("configmap/..data")).unwrap();
+        let outside = scratch.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(outside.join("shadow"))
+            .unwrap();
+        std::fs::write(outside.join("shadow"), SECRET).unwrap();
+        let mut mount = Mount {
+            scratch,
+            manifest: serde_json::Map::new(),
+        };
+        mount.add_file(
+            "macvlan.wasm",
+            &std::fs::read(test_artifacts::MACVLAN).unwrap(),
+        );
+        mount.pin("macvlan", "macvlan.wasm", &macvlan_digest());
+        mount
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.scratch.path().join(relative)
+    }
+
+    fn plugin_dir(&self) -> PathBuf {
+        self.path("configmap")
+    }
+
+    fn secret(&self) -> PathBuf {
+        self.path("outside/shadow")
+    }
+
+    /// A file the way kubelet projects a key: in the data dir, linked by name.
+    fn add_file(&self, name: &str, bytes: &[u8]) {
+        std::fs::write(self.plugin_dir().join(DATA).join(name), bytes).unwrap();
+        self.link_key(name);
+    }
+
+    /// `<name> -> ..data/<name>`.
+    fn link_key(&self, name: &str) {
+        std::os::unix::fs::symlink(format!("..data/{name}"), self.plugin_dir().join(name)).unwrap();
+    }
+
+    fn pin(&mut self, plugin_type: &str, file: &str, sha256: &str) {
+        self.manifest
+            .insert(plugin_type.into(), json!({"file": file, "sha256": sha256}));
+    }
+
+    /// Write plugins.json and run `install`.
+    fn install(&self) -> Ran {
+        self.write_manifest();
+        self.run_install()
+    }
+
+    fn write_manifest(&self) {
+        self.add_file(
+            "plugins.json",
+            Value::Object(self.manifest.clone()).to_string().as_bytes(),
+        );
+    }
+
+    /// Run `install` (skipping the binary copy, so the only write outside
+    /// the state dir is our config), failing the test if it runs longer
+    /// than 20 s.
+    fn run_install(&self) -> Ran {
+        let mut child = Command::new(BINARY)
+            .arg("install")
+            .arg("--host-root")
+            .arg(self.path("host"))
+            .arg("--plugin-dir")
+            .arg(self.plugin_dir())
+            .arg("--skip-binary-copy")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run install");
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut text = Vec::new();
+                let _ = pipe.read_to_end(&mut text);
+                String::from_utf8_lossy(&text).into_owned()
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().unwrap()));
+        let stderr = drain(Box::new(child.stderr.take().unwrap()));
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("install hung for more than 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = stdout.join().unwrap();
+        let stderr = stderr.join().unwrap();
+        let printed: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|err| panic!("stdout is JSON ({err}): {stdout}\n{stderr}"));
+        // A refused plugin makes install fail with the report as details.
+        let report = match printed["details"].as_str() {
+            Some(details) => serde_json::from_str(details).unwrap(),
+            None => printed,
+        };
+        Ran {
+            code: status.code(),
+            report,
+            log: format!("{stdout}\n{stderr}"),
+        }
+    }
+
+    /// Every entry under the scratch dir (symlinks not followed), with what
+    /// identifies its content; directories by kind, mode and inode only
+    /// (their entries are listed themselves).
+    fn snapshot(&self) -> BTreeMap<PathBuf, String> {
+        fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
+            use std::os::unix::fs::MetadataExt;
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                let kind = meta.file_type();
+                let desc = if kind.is_dir() {
+                    walk(root, &path, out);
+                    format!("dir {:o} {}", meta.mode(), meta.ino())
+                } else if kind.is_symlink() {
+                    format!("link {}", std::fs::read_link(&path).unwrap().display())
+                } else if kind.is_file() && meta.len() <= 1 << 20 {
+                    let bytes = std::fs::read(&path).unwrap();
+                    format!(
+                        "file {:o} {} {}.{} {}",
+                        meta.mode(),
+                        meta.ino(),
+                        meta.ctime(),
+                        meta.ctime_nsec(),
+                        support::sha256_hex(&bytes)
+                    )
+                } else {
+                    format!(
+                        "other {:o} {} {} {} {}.{}",
+                        meta.mode(),
+                        meta.ino(),
+                        meta.len(),
+                        meta.mtime_nsec(),
+                        meta.ctime(),
+                        meta.ctime_nsec()
+                    )
+                };
+                out.insert(path.strip_prefix(root).unwrap().to_path_buf(), desc);
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(self.scratch.path(), self.scratch.path(), &mut out);
+        out
+    }
+
+    /// Install with the manifest as set up, and check what every hostile
+    /// case must hold: `plugin_type` refused with a reason containing one of
+    /// `reasons` and naming `file`, macvlan installed, nothing written
+    /// outside the state dir but our config, the state dir holding only
+    /// macvlan, and no log line carrying `hidden_digest` or the secret.
+    fn refuses(&self, plugin_type: &str, file: &str, reasons: &[&str], hidden_digest: &str) -> Ran {
+        self.write_manifest();
+        let before = self.snapshot();
+        let ran = self.run_install();
+        let after = self.snapshot();
+        let report = &ran.report;
+        assert_eq!(
+            ran.code,
+            Some(1),
+            "a refused plugin fails the pass: {}",
+            ran.log
+        );
+        let reason = report["refused"][plugin_type]
+            .as_str()
+            .unwrap_or_else(|| panic!("{plugin_type:?} is refused: {report}"));
+        assert!(
+            reasons.iter().any(|expected| reason.contains(expected)),
+            "{plugin_type:?}: {reason:?} should say one of {reasons:?}"
+        );
+        if !file.is_empty() {
+            assert!(
+                reason.contains(&format!("{file:?}")),
+                "{reason:?} names the file"
+            );
+        }
+        assert!(ran.log.contains("plugin refused"), "{}", ran.log);
+        let installed = format!(
+            "/var/lib/multus-wasm/plugins/macvlan-{}.wasm",
+            macvlan_digest()
+        );
+        assert_eq!(
+            report["installed"],
+            json!({"macvlan": installed}),
+            "{report}"
+        );
+        assert_eq!(
+            std::fs::read(self.path("host").join(installed.trim_start_matches('/'))).unwrap(),
+            std::fs::read(test_artifacts::MACVLAN).unwrap()
+        );
+        assert_eq!(
+            support::files(&self.path(STATE).join("plugins")),
+            [format!("macvlan-{}.wasm", macvlan_digest())],
+            "only the good plugin is in the state dir"
+        );
+
+        let changed: Vec<&PathBuf> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|path| before.get(*path) != after.get(*path))
+            .filter(|path| !path.starts_with(STATE))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            changed,
+            [&PathBuf::from(CONFIG)],
+            "nothing but our config was written outside the state dir"
+        );
+        let config = std::fs::read_to_string(self.path(CONFIG)).unwrap();
+        let registered: Value = serde_json::from_str(&config).unwrap();
+        assert_eq!(
+            plugin_config(&registered)["wasmPlugins"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["macvlan"]
+        );
+
+        assert!(
+            !ran.log.contains(hidden_digest) && !config.contains(hidden_digest),
+            "the refused file's sha256 is never printed: {}",
+            ran.log
+        );
+        assert!(!ran.log.contains("not-for-your-eyes"), "{}", ran.log);
+        ran
+    }
+}
+
+fn macvlan_digest() -> String {
+    support::sha256_hex(&std::fs::read(test_artifacts::MACVLAN).unwrap())
+}
+
+fn secret_digest() -> String {
+    support::sha256_hex(SECRET)
+}
+
+#[test]
+fn a_type_with_dot_dot_cannot_write_outside_the_state_dir() {
+    let mut mount = Mount::new();
+    // A real plugin, pinned right: the old install wrote it to
+    // <state>/plugins/../../../../../escaped-<sha256>.wasm, i.e. <scratch>/.
+    let evil = std::fs::read(test_artifacts::STATIC).unwrap();
+    let digest = support::sha256_hex(&evil);
+    mount.add_file("evil.wasm", &evil);
+    let key = "../../../../../escaped";
+    mount.pin(key, "evil.wasm", &digest);
+    mount.refuses(
+        key,
+        "",
+        &["invalid plugin type", "\"../../../../../escaped\""],
+        &digest,
+    );
+    assert!(
+        support::files(mount.scratch.path())
+            .iter()
+            .all(|name| !name.starts_with("escaped")),
+        "nothing at the ../ target"
+    );
+    assert!(!mount.path("host/var/lib/escaped").exists());
+}
+
+#[test]
+fn types_with_uppercase_a_slash_or_too_long_are_refused() {
+    for key in ["Macvlan", "sub/evil", "-lead", &"x".repeat(64)] {
+        let mut mount = Mount::new();
+        let evil = std::fs::read(test_artifacts::STATIC).unwrap();
+        let digest = support::sha256_hex(&evil);
+        mount.add_file("evil.wasm", &evil);
+        mount.pin(key, "evil.wasm", &digest);
+        mount.refuses(key, "", &["invalid plugin type"], &digest);
+        assert!(!mount.path(STATE).join("plugins/sub").exists());
+    }
+}
+
+#[test]
+fn a_file_with_dot_dot_is_refused() {
+    let mut mount = Mount::new();
+    // From the mount: configmap/../outside/shadow, pinned right.
+    mount.pin("evil", "../outside/shadow", &secret_digest());
+    mount.refuses(
+        "evil",
+        "../outside/shadow",
+        &["invalid file name"],
+        &secret_digest(),
+    );
+}
+
+#[test]
+fn a_file_with_an_absolute_path_to_a_root_only_file_is_refused() {
+    let mut mount = Mount::new();
+    let secret = mount.secret().display().to_string();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    mount.pin("evil", &secret, &secret_digest());
+    mount.refuses("evil", &secret, &["invalid file name"], &secret_digest());
+}
+
+#[test]
+fn a_file_symlinked_outside_the_dir_is_refused() {
+    let mut mount = Mount::new();
+    // Relative, through the ConfigMap's own chain: evil.wasm -> ..data/evil.wasm
+    // -> ../../outside/shadow.
+    std::os::unix::fs::symlink(
+        "../../outside/shadow",
+        mount.plugin_dir().join(DATA).join("evil.wasm"),
+    )
+    .unwrap();
+    mount.link_key("evil.wasm");
+    // Absolute.
+    std::os::unix::fs::symlink(mount.secret(), mount.plugin_dir().join("abs.wasm")).unwrap();
+    mount.pin("evil", "evil.wasm", &secret_digest());
+    mount.pin("abs", "abs.wasm", &secret_digest());
+    let ran = mount.refuses("evil", "evil.wasm", &["cannot open"], &secret_digest());
+    let reason = ran.report["refused"]["abs"].as_str().unwrap();
+    assert!(reason.contains("cannot open \"abs.wasm\""), "{reason}");
+    assert!(!ran.log.contains(&secret_digest()));
+}
+
+#[test]
+fn a_file_symlinked_to_dev_zero_is_refused_promptly() {
+    let mut mount = Mount::new();
+    std::os::unix::fs::symlink("/dev/zero", mount.plugin_dir().join(DATA).join("zero.wasm"))
+        .unwrap();
+    mount.link_key("zero.wasm");
+    let started = Instant::now();
+    mount.pin("zero", "zero.wasm", &"0".repeat(64));
+    mount.refuses(
+        "zero",
+        "zero.wasm",
+        &["cannot open", "not a regular file"],
+        &support::sha256_hex(&vec![0; 4 << 20]),
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn a_fifo_does_not_hang_install() {
+    let mut mount = Mount::new();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        mount.plugin_dir().join(DATA).join("pipe.wasm"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    mount.link_key("pipe.wasm");
+    mount.pin("pipe", "pipe.wasm", &"0".repeat(64));
+    // run_install's guard fails the test after 20 s.
+    mount.refuses(
+        "pipe",
+        "pipe.wasm",
+        &["not a regular file (a fifo)"],
+        &"0".repeat(64),
+    );
+}
+
+#[test]
+fn a_file_over_the_cap_is_refused() {
+    let mut mount = Mount::new();
+    let big = mount.plugin_dir().join(DATA).join("big.wasm");
+    let size = (4 << 20) + 1;
+    std::fs::File::create(&big).unwrap().set_len(size).unwrap();
+    mount.link_key("big.wasm");
+    // Pinned right: only the size refuses it.
+    let digest = support::sha256_hex(&vec![0; size as usize]);
+    mount.pin("big", "big.wasm", &digest);
+    mount.refuses(
+        "big",
+        "big.wasm",
+        &["larger than the 4194304-byte cap"],
+        &digest,
+    );
+}
+
+#[test]
+fn a_hostile_manifest_fails_promptly() {
+    for make in ["zero", "fifo"] {
+        let mount = Mount::new();
+        let data = mount.plugin_dir().join(DATA).join("plugins.json");
+        match make {
+            "zero" => std::os::unix::fs::symlink("/dev/zero", &data).unwrap(),
+            _ => rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &data,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o644),
+                0,
+            )
+            .unwrap(),
+        }
+        mount.link_key("plugins.json");
+        let ran = mount.run_install();
+        assert_eq!(ran.code, Some(1), "{}", ran.log);
+        let msg = ran.report["msg"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("plugins.json")
+                && (msg.contains("cannot open") || msg.contains("not a regular file")),
+            "{make}: {msg}"
+        );
+        assert!(!mount.path(STATE).join("plugins").exists());
+        assert!(!mount.path(CONFIG).exists());
+    }
+}
+
+#[test]
+fn the_configmap_layout_installs_through_its_symlinks() {
+    let mut mount = Mount::new();
+    let digest = support::sha256_hex(&std::fs::read(test_artifacts::HOST_LOCAL).unwrap());
+    mount.add_file(
+        "host-local.wasm",
+        &std::fs::read(test_artifacts::HOST_LOCAL).unwrap(),
+    );
+    mount.pin("host-local", "host-local.wasm", &digest);
+    let ran = mount.install();
+    assert_eq!(ran.code, Some(0), "{}", ran.log);
+    assert_eq!(ran.report["refused"], json!({}));
+    assert_eq!(ran.report["compiled"], json!(["host-local", "macvlan"]));
+    assert_eq!(
+        ran.report["installed"]["host-local"],
+        format!("/var/lib/multus-wasm/plugins/host-local-{digest}.wasm")
+    );
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(mount.path(CONFIG)).unwrap()).unwrap();
+    assert_eq!(
+        plugin_config(&config)["wasmPlugins"]["host-local"]["sha256"],
+        digest
+    );
+}

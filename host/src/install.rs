@@ -8,7 +8,13 @@
 //!    each is checked against the sha256 pinned in the plugin manifest and
 //!    refused on mismatch (the others still install), copied into the
 //!    node's state dir and precompiled into the node's cache, so the first
-//!    CNI call does not compile.
+//!    CNI call does not compile. The manifest only selects files inside
+//!    the plugin dir, it never names a path: types must be
+//!    `[a-z0-9][a-z0-9-]*` (they name the installed file), files plain names
+//!    opened through a `cap_std` directory (symlinks are followed only while
+//!    they stay inside, as the ConfigMap's `<name> -> ..data/<name>` do),
+//!    non-blocking, regular and at most [`MAX_PLUGIN_BYTES`]. A refused
+//!    entry is logged by its name and reason only, never its digest.
 //! 3. Write the host config like Multus's auto mode: the alphabetically first
 //!    primary config in the CNI conf dir (skipping our own) becomes the
 //!    `clusterNetwork`; written atomically as `00-multus-wasm.conf` (or
@@ -22,9 +28,11 @@
 //! `<host-root><path>` and written into the config as `<path>`.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -34,6 +42,20 @@ use crate::sandbox::{Limits, Sandbox, sha256_hex};
 
 /// Our config's file name prefix; never taken as the primary config.
 pub const OUR_CONFIG_PREFIX: &str = "00-multus-wasm";
+
+/// The plugin manifest's name in the plugin dir.
+pub const MANIFEST_FILE: &str = "plugins.json";
+
+/// The largest plugin file install reads (4 MiB). A ConfigMap holds at most
+/// 1 MiB, so no shipped plugin comes near it; the cap only keeps a hostile
+/// entry (a huge or endless file) from being read without bound.
+pub const MAX_PLUGIN_BYTES: u64 = 4 << 20;
+
+/// The largest plugin manifest install reads (64 KiB).
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 10;
+
+/// The longest plugin type (a DNS label's 63 bytes).
+pub const MAX_TYPE_LEN: usize = 63;
 
 #[derive(Debug, Clone)]
 pub struct InstallOptions {
@@ -80,6 +102,149 @@ pub enum InstallError {
     NotReady(PathBuf),
 }
 
+/// Why a plugin type or file of the manifest is refused, or a file of the
+/// plugin dir could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginFileError {
+    #[error("invalid plugin type {name:?}: {reason}")]
+    InvalidType { name: String, reason: &'static str },
+    #[error("invalid file name {name:?}: {reason}")]
+    InvalidFileName { name: String, reason: &'static str },
+    #[error("cannot open {name:?} inside the plugin dir: {source}")]
+    Open {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("{name:?} is not a regular file (a {kind})")]
+    NotRegular { name: String, kind: &'static str },
+    #[error("{name:?} is larger than the {cap}-byte cap")]
+    TooLarge { name: String, cap: u64 },
+    #[error("cannot read {name:?}: {source}")]
+    Read {
+        name: String,
+        source: std::io::Error,
+    },
+}
+
+/// A plugin type (a manifest key): `[a-z0-9][a-z0-9-]*`, at most
+/// [`MAX_TYPE_LEN`] bytes. It names the installed file, so it can never be
+/// a path.
+pub fn check_plugin_type(name: &str) -> Result<(), PluginFileError> {
+    let invalid = |reason| PluginFileError::InvalidType {
+        name: name.to_string(),
+        reason,
+    };
+    let bytes = name.as_bytes();
+    match bytes.first() {
+        None => return Err(invalid("it is empty")),
+        Some(first) if !(first.is_ascii_lowercase() || first.is_ascii_digit()) => {
+            return Err(invalid("it must start with a-z or 0-9"));
+        }
+        Some(_) => {}
+    }
+    if bytes.len() > MAX_TYPE_LEN {
+        return Err(invalid("it is longer than 63 bytes"));
+    }
+    if !bytes
+        .iter()
+        .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || *byte == b'-')
+    {
+        return Err(invalid("only a-z, 0-9 and '-' are allowed"));
+    }
+    Ok(())
+}
+
+/// A manifest `file`: a plain name inside the plugin dir (no `/`, not `.`
+/// or `..`, no NUL, not empty).
+pub fn check_file_name(name: &str) -> Result<(), PluginFileError> {
+    let invalid = |reason| PluginFileError::InvalidFileName {
+        name: name.to_string(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if name == "." || name == ".." {
+        return Err(invalid("it names a directory"));
+    }
+    if name.contains('/') {
+        return Err(invalid(
+            "it must be a plain name in the plugin dir, not a path",
+        ));
+    }
+    if name.contains('\0') {
+        return Err(invalid("it contains a NUL byte"));
+    }
+    Ok(())
+}
+
+/// Open the plain file `name` inside `dir` and read it whole, if it is a
+/// regular file of at most `cap` bytes. The open cannot leave `dir` (a
+/// symlink is followed only while it stays inside), is non-blocking (a FIFO
+/// cannot hang us) and the type and size are checked on the opened handle;
+/// at most `cap + 1` bytes are ever read.
+pub fn read_in_dir(dir: &Dir, name: &str, cap: u64) -> Result<Vec<u8>, PluginFileError> {
+    check_file_name(name)?;
+    let mut options = OpenOptions::new();
+    options
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32);
+    let file = dir
+        .open_with(name, &options)
+        .map_err(|source| PluginFileError::Open {
+            name: name.to_string(),
+            source,
+        })?;
+    let read_error = |source| PluginFileError::Read {
+        name: name.to_string(),
+        source,
+    };
+    let metadata = file.metadata().map_err(read_error)?;
+    if !metadata.is_file() {
+        return Err(PluginFileError::NotRegular {
+            name: name.to_string(),
+            kind: file_kind(&metadata.file_type()),
+        });
+    }
+    let too_large = || PluginFileError::TooLarge {
+        name: name.to_string(),
+        cap,
+    };
+    if metadata.len() > cap {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    file.take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > cap {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+fn file_kind(file_type: &cap_std::fs::FileType) -> &'static str {
+    use cap_std::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "directory"
+    } else if file_type.is_fifo() {
+        "fifo"
+    } else if file_type.is_char_device() {
+        "character device"
+    } else if file_type.is_block_device() {
+        "block device"
+    } else if file_type.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
+}
+
+/// The plugin dir, for [`read_in_dir`].
+fn open_plugin_dir(plugin_dir: &Path) -> std::io::Result<Dir> {
+    Dir::open_ambient_dir(plugin_dir, cap_std::ambient_authority())
+}
+
 fn file_error(path: &Path, reason: impl std::fmt::Display) -> InstallError {
     InstallError::File {
         path: path.to_path_buf(),
@@ -122,19 +287,38 @@ impl InstallOptions {
 /// Copy `source` to `destination` atomically with `mode`.
 fn install_file(source: &Path, destination: &Path, mode: u32) -> Result<(), InstallError> {
     let bytes = std::fs::read(source).map_err(|err| file_error(source, err))?;
+    write_file(&bytes, destination, mode)
+}
+
+/// Write `bytes` to `destination` atomically with `mode`.
+fn write_file(bytes: &[u8], destination: &Path, mode: u32) -> Result<(), InstallError> {
     if let Some(parent) = destination.parent() {
         std::fs::create_dir_all(parent).map_err(|err| file_error(parent, err))?;
     }
-    crate::store::write_atomically(destination, &bytes, mode)
+    crate::store::write_atomically(destination, bytes, mode)
         .map_err(|err| file_error(destination, err))
 }
 
 /// The plugin manifest of a plugin dir: `plugins.json`, `{"<type>": {"file", "sha256"}}`.
 pub fn read_manifest(plugin_dir: &Path) -> Result<BTreeMap<String, ManifestEntry>, InstallError> {
-    let path = plugin_dir.join("plugins.json");
-    let text = std::fs::read(&path).map_err(|err| InstallError::Manifest {
-        path: path.clone(),
-        reason: err.to_string(),
+    let dir = open_plugin_dir(plugin_dir).map_err(|err| InstallError::Manifest {
+        path: plugin_dir.join(MANIFEST_FILE),
+        reason: format!("cannot open the plugin dir: {err}"),
+    })?;
+    read_manifest_in(&dir, plugin_dir)
+}
+
+/// The manifest in the opened plugin dir (`plugin_dir` names it in errors).
+fn read_manifest_in(
+    dir: &Dir,
+    plugin_dir: &Path,
+) -> Result<BTreeMap<String, ManifestEntry>, InstallError> {
+    let path = plugin_dir.join(MANIFEST_FILE);
+    let text = read_in_dir(dir, MANIFEST_FILE, MAX_MANIFEST_BYTES).map_err(|err| {
+        InstallError::Manifest {
+            path: path.clone(),
+            reason: err.to_string(),
+        }
     })?;
     serde_json::from_slice(&text).map_err(|err| InstallError::Manifest {
         path,
@@ -197,31 +381,34 @@ fn install_plugins(
     options: &InstallOptions,
     report: &mut InstallReport,
 ) -> Result<Map<String, Value>, InstallError> {
-    let manifest = read_manifest(&options.plugin_dir)?;
+    let plugin_dir =
+        open_plugin_dir(&options.plugin_dir).map_err(|err| file_error(&options.plugin_dir, err))?;
+    let manifest = read_manifest_in(&plugin_dir, &options.plugin_dir)?;
     let cache_dir = options.state_dir.join("cache");
     let sandbox = Sandbox::new(options.limits(), Some(&options.local(&cache_dir)))
         .map_err(|err| file_error(&cache_dir, err))?;
     let mut registered = Map::new();
     for (plugin_type, entry) in manifest {
-        let source = options.plugin_dir.join(&entry.file);
         let outcome = (|| {
-            let bytes = std::fs::read(&source)
-                .map_err(|err| format!("cannot read {}: {err}", source.display()))?;
+            check_plugin_type(&plugin_type).map_err(|err| err.to_string())?;
+            let bytes = read_in_dir(&plugin_dir, &entry.file, MAX_PLUGIN_BYTES)
+                .map_err(|err| err.to_string())?;
             let digest = sha256_hex(&bytes);
             if !digest.eq_ignore_ascii_case(&entry.sha256) {
+                // Neither digest is repeated: the reason is logged.
                 return Err(format!(
-                    "{} has sha256 {digest} but the manifest pins {}: refusing it",
-                    source.display(),
-                    entry.sha256
+                    "{:?} does not have the sha256 the manifest pins: refusing it",
+                    entry.file
                 ));
             }
+            // Named by the checked type and our own digest only.
             let host_path = options
                 .state_dir
                 .join("plugins")
                 .join(format!("{plugin_type}-{digest}.wasm"));
             let local = options.local(&host_path);
             if !local.exists() {
-                install_file(&source, &local, 0o644).map_err(|err| err.to_string())?;
+                write_file(&bytes, &local, 0o644).map_err(|err| err.to_string())?;
             }
             let plugin = sandbox
                 .load(&plugin_type, &local, Some(&digest))
@@ -240,7 +427,8 @@ fn install_plugins(
                 registered.insert(plugin_type, json!({"path": host_path, "sha256": digest}));
             }
             Err(reason) => {
-                tracing::error!(plugin = %plugin_type, %reason, "plugin refused");
+                // Debug-quoted: a hostile key cannot forge a log line.
+                tracing::error!(plugin = ?plugin_type, %reason, "plugin refused");
                 report.refused.insert(plugin_type, reason);
             }
         }
@@ -411,12 +599,19 @@ pub fn fingerprint(options: &InstallOptions) -> String {
         hasher.extend_from_slice(primary.to_string_lossy().as_bytes());
         hasher.extend(std::fs::read(&primary).unwrap_or_default());
     }
-    let manifest_path = options.plugin_dir.join("plugins.json");
-    let manifest = std::fs::read(&manifest_path).unwrap_or_default();
-    hasher.extend_from_slice(&manifest);
-    if let Ok(entries) = read_manifest(&options.plugin_dir) {
-        for entry in entries.values() {
-            hasher.extend(std::fs::read(options.plugin_dir.join(&entry.file)).unwrap_or_default());
+    // Read as install reads it: inside the dir, bounded, regular files only.
+    if let Ok(plugin_dir) = open_plugin_dir(&options.plugin_dir) {
+        let manifest =
+            read_in_dir(&plugin_dir, MANIFEST_FILE, MAX_MANIFEST_BYTES).unwrap_or_default();
+        hasher.extend_from_slice(&manifest);
+        let entries: BTreeMap<String, ManifestEntry> =
+            serde_json::from_slice(&manifest).unwrap_or_default();
+        for (plugin_type, entry) in &entries {
+            if check_plugin_type(plugin_type).is_ok() {
+                hasher.extend(
+                    read_in_dir(&plugin_dir, &entry.file, MAX_PLUGIN_BYTES).unwrap_or_default(),
+                );
+            }
         }
     }
     if let Some(indicator) = &options.readiness_indicator_file {
@@ -489,5 +684,177 @@ mod tests {
         let caps = capabilities(&primary);
         assert_eq!(caps.len(), 2);
         assert_eq!(caps["portMappings"], true);
+    }
+
+    #[test]
+    fn plugin_types_are_lowercase_labels() {
+        for good in ["macvlan", "host-local", "0ptp", "a", &"x".repeat(63)] {
+            assert!(check_plugin_type(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-macvlan",
+            "Macvlan",
+            "mac_vlan",
+            "mac.vlan",
+            "a/b",
+            "../../etc/cron.d/x",
+            "..",
+            "x\0",
+            "x\n",
+            "é",
+            &"x".repeat(64),
+        ] {
+            let err = check_plugin_type(bad).expect_err(bad);
+            assert!(matches!(err, PluginFileError::InvalidType { .. }));
+            assert!(
+                err.to_string().contains(&format!("{bad:?}")),
+                "the message names the type: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn files_are_plain_names() {
+        for good in ["macvlan.wasm", ".hidden", "..data-less", "a b"] {
+            assert!(check_file_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "../x", "/dev/zero", "..data/x", "a/", "x\0y"] {
+            let err = check_file_name(bad).expect_err(bad);
+            assert!(matches!(err, PluginFileError::InvalidFileName { .. }));
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    /// A plugin dir laid out like a ConfigMap mount: the files in
+    /// `..2026_12_04_x/`, `..data` -> it, `<name>` -> `..data/<name>`.
+    fn configmap(files: &[(&str, &[u8])]) -> (tempfile::TempDir, Dir) {
+        let root = tempfile::tempdir().unwrap();
+        let mount = root.path().join("mount");
+        let data = mount.join("..2026_12_04_x");
+        std::fs::create_dir_all(&data).unwrap();
+        std::os::unix::fs::symlink("..2026_12_04_x", mount.join("..data")).unwrap();
+        for (name, bytes) in files {
+            std::fs::write(data.join(name), bytes).unwrap();
+            std::os::unix::fs::symlink(format!("..data/{name}"), mount.join(name)).unwrap();
+        }
+        let dir = open_plugin_dir(&mount).unwrap();
+        (root, dir)
+    }
+
+    #[test]
+    fn the_configmap_layout_is_read_through_its_symlinks() {
+        let (_root, dir) = configmap(&[("plugins.json", b"{}"), ("a.wasm", b"\0asm")]);
+        assert_eq!(read_in_dir(&dir, "a.wasm", 4).unwrap(), b"\0asm");
+        assert_eq!(
+            read_in_dir(&dir, MANIFEST_FILE, MAX_MANIFEST_BYTES).unwrap(),
+            b"{}"
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_reads_the_plugin_dir_as_install_does() {
+        let (root, _dir) = configmap(&[("a.wasm", b"one")]);
+        let mount = root.path().join("mount");
+        std::fs::write(root.path().join("secret"), b"root only").unwrap();
+        std::os::unix::fs::symlink("/dev/zero", mount.join("zero")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            mount.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let pin = |file: &str| json!({"file": file, "sha256": "0"});
+        std::fs::write(
+            mount.join(MANIFEST_FILE),
+            json!({"a": pin("a.wasm"), "zero": pin("zero"), "pipe": pin("fifo"),
+                   "out": pin("../secret"), "../x": pin("a.wasm")})
+            .to_string(),
+        )
+        .unwrap();
+        let options = InstallOptions {
+            host_root: root.path().join("host"),
+            bin_dir: "/opt/cni/bin".into(),
+            conf_dir: "/etc/cni/net.d".into(),
+            state_dir: "/var/lib/multus-wasm".into(),
+            plugin_dir: mount.clone(),
+            config_template: Map::new(),
+            binary: None,
+            skip_binary_copy: true,
+            readiness_indicator_file: None,
+            service_account_dir: None,
+        };
+        // Returns (neither /dev/zero nor the FIFO is read), and follows the
+        // files the ConfigMap links.
+        let first = fingerprint(&options);
+        assert_eq!(first, fingerprint(&options));
+        std::fs::write(mount.join("..2026_12_04_x/a.wasm"), b"two").unwrap();
+        assert_ne!(first, fingerprint(&options));
+        // The file outside is not part of it.
+        let second = fingerprint(&options);
+        std::fs::write(root.path().join("secret"), b"changed").unwrap();
+        assert_eq!(second, fingerprint(&options));
+    }
+
+    #[test]
+    fn reads_cannot_leave_the_dir_block_or_run_unbounded() {
+        let (root, dir) = configmap(&[("a.wasm", b"12345")]);
+        let mount = root.path().join("mount");
+        let secret = root.path().join("secret");
+        std::fs::write(&secret, b"root only").unwrap();
+        std::os::unix::fs::symlink("../secret", mount.join("relative")).unwrap();
+        std::os::unix::fs::symlink(&secret, mount.join("absolute")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", mount.join("zero")).unwrap();
+        for name in ["relative", "absolute", "zero"] {
+            assert!(
+                matches!(
+                    read_in_dir(&dir, name, MAX_PLUGIN_BYTES),
+                    Err(PluginFileError::Open { .. })
+                ),
+                "{name} escapes the dir"
+            );
+        }
+        assert!(matches!(
+            read_in_dir(&dir, "../secret", MAX_PLUGIN_BYTES),
+            Err(PluginFileError::InvalidFileName { .. })
+        ));
+
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            mount.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let err = read_in_dir(&dir, "fifo", MAX_PLUGIN_BYTES).unwrap_err();
+        assert!(
+            matches!(err, PluginFileError::NotRegular { kind: "fifo", .. }),
+            "{err}"
+        );
+        std::fs::create_dir(mount.join("subdir")).unwrap();
+        assert!(matches!(
+            read_in_dir(&dir, "subdir", MAX_PLUGIN_BYTES),
+            Err(PluginFileError::NotRegular {
+                kind: "directory",
+                ..
+            })
+        ));
+
+        // The cap: exactly at it is fine, one byte over is refused.
+        assert_eq!(read_in_dir(&dir, "a.wasm", 5).unwrap(), b"12345");
+        let err = read_in_dir(&dir, "a.wasm", 4).unwrap_err();
+        assert!(
+            matches!(err, PluginFileError::TooLarge { cap: 4, .. }),
+            "{err}"
+        );
+        let big = std::fs::File::create(mount.join("big")).unwrap();
+        big.set_len(MAX_PLUGIN_BYTES + 1).unwrap();
+        assert!(matches!(
+            read_in_dir(&dir, "big", MAX_PLUGIN_BYTES),
+            Err(PluginFileError::TooLarge { .. })
+        ));
     }
 }
