@@ -8,6 +8,8 @@
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// The largest response head (status line and headers) accepted.
@@ -52,7 +54,7 @@ pub fn request_head(length: usize) -> String {
 /// response, all within `timeout`.
 pub fn exchange(socket: &Path, body: &[u8], timeout: Duration) -> Result<Response, ExchangeError> {
     let deadline = Instant::now() + timeout;
-    let mut stream = UnixStream::connect(socket).map_err(ExchangeError::Connect)?;
+    let mut stream = connect(socket, deadline)?;
     let mut request = request_head(body.len()).into_bytes();
     request.extend_from_slice(body);
     let sent = send(&mut stream, &request, deadline);
@@ -65,6 +67,31 @@ pub fn exchange(socket: &Path, body: &[u8], timeout: Duration) -> Result<Respons
         (Ok(response), _) => Ok(response),
         (Err(ExchangeError::Closed { received: 0 }), Err(error)) => Err(error),
         (Err(error), _) => Err(error),
+    }
+}
+
+/// Connects within the deadline. A unix `connect` blocks, with no timeout
+/// std can set, while the listener's backlog is full (a wedged daemon), so
+/// it runs on a small thread that is abandoned (and dies with the process)
+/// when the deadline passes first.
+fn connect(socket: &Path, deadline: Instant) -> Result<UnixStream, ExchangeError> {
+    let (sender, receiver) = mpsc::channel();
+    let path = socket.to_owned();
+    let spawned = thread::Builder::new()
+        .name(String::from("connect"))
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let _ = sender.send(UnixStream::connect(path));
+        });
+    if spawned.is_err() {
+        return UnixStream::connect(socket).map_err(ExchangeError::Connect);
+    }
+    match receiver.recv_timeout(remaining(deadline)?) {
+        Ok(connected) => connected.map_err(ExchangeError::Connect),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(ExchangeError::TimedOut),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(ExchangeError::Connect(io::Error::other(
+            "the connecting thread ended without a result",
+        ))),
     }
 }
 

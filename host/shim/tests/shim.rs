@@ -437,3 +437,53 @@ fn a_wrongly_typed_shim_field_is_code_7() {
     let outcome = shim(&ADD, &netconf(dir.path(), r#", "timeoutSeconds": "soon""#));
     assert_error(&outcome, 7, "timeoutSeconds");
 }
+
+/// A listening socket with a backlog of 0, made by hand (std always asks
+/// for a large backlog).
+fn listen_with_backlog_0(path: &Path) -> UnixListener {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+
+    // SAFETY: plain socket calls on a fresh descriptor and a zeroed,
+    // NUL-terminated sockaddr_un; the descriptor is owned by the listener.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let mut address: libc::sockaddr_un = std::mem::zeroed();
+        address.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = path.as_os_str().as_bytes();
+        assert!(bytes.len() < address.sun_path.len(), "socket path too long");
+        for (slot, byte) in address.sun_path.iter_mut().zip(bytes) {
+            *slot = *byte as libc::c_char;
+        }
+        let length = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        let bound = libc::bind(fd, (&raw const address).cast::<libc::sockaddr>(), length);
+        assert_eq!(bound, 0, "bind");
+        assert_eq!(libc::listen(fd, 0), 0, "listen");
+        UnixListener::from_raw_fd(fd)
+    }
+}
+
+#[test]
+fn a_daemon_whose_accept_queue_is_full_times_out_as_try_again_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("multus-wasm.sock");
+    let _listener = listen_with_backlog_0(&socket);
+    // Fill the accept queue with connections nobody accepts; the thread
+    // blocks in connect(2) once it is full, as the shim's connect would.
+    let filling = socket.clone();
+    let (queued_tx, queued) = mpsc::channel();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok(stream) = UnixStream::connect(&filling) {
+            held.push(stream);
+            let _ = queued_tx.send(());
+        }
+    });
+    queued.recv_timeout(Duration::from_secs(5)).unwrap();
+    // Give the filler time to block on the full queue.
+    thread::sleep(Duration::from_millis(200));
+    let outcome = shim(&ADD, &netconf(dir.path(), r#", "timeoutSeconds": 1"#));
+    assert_error(&outcome, 11, "did not answer within 1 s");
+    assert!(outcome.elapsed < Duration::from_secs(5), "{outcome:?}");
+}
