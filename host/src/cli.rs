@@ -45,12 +45,24 @@ enum Command {
     /// Thick mode's node daemon: serve CNI calls forwarded by
     /// `multus-wasm-shim` on a root-only unix socket, with plugins and
     /// informer caches kept warm.
-    Daemon {
-        /// The daemon config: the host config plus `socketDir`, `nodeName`
-        /// and `metricsAddress`.
-        #[arg(long)]
-        config: PathBuf,
-    },
+    Daemon(Box<DaemonArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+struct DaemonArgs {
+    /// The daemon config: the host config plus `socketDir`, `nodeName` and
+    /// `metricsAddress` (thick install writes it as
+    /// `<state-dir>/daemon.conf`).
+    #[arg(long)]
+    config: PathBuf,
+    /// Also keep the node's config in step, as `install --mode thick
+    /// --watch` does (one long-running process per node): rewrite the shim
+    /// config and the daemon config whenever the primary config, the
+    /// plugins or the template change; the daemon follows its config file.
+    #[arg(long)]
+    keep_config: bool,
+    #[command(flatten)]
+    install: InstallArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -68,8 +80,19 @@ struct InstallArgs {
     #[arg(long, default_value = "/var/lib/multus-wasm")]
     state_dir: PathBuf,
     /// The shipped plugins: `plugins.json` ({"<type>": {"file", "sha256"}}) and the files.
-    #[arg(long)]
+    #[arg(long, default_value = "/etc/multus-wasm/plugins")]
     plugin_dir: PathBuf,
+    /// thin: kubelet execs multus-wasm itself; thick: kubelet execs
+    /// multus-wasm-shim, which forwards to `multus-wasm daemon`.
+    #[arg(long, value_enum, default_value = "thin")]
+    mode: InstallMode,
+    /// Thick mode: the daemon's socket directory (a host path).
+    #[arg(long, default_value = crate::daemon::DEFAULT_SOCKET_DIR)]
+    socket_dir: PathBuf,
+    /// Thick mode: the shim binary to install (default: multus-wasm-shim
+    /// next to this executable).
+    #[arg(long)]
+    shim_binary: Option<PathBuf>,
     /// JSON with extra host-config fields (kubeconfig, logFile, wasmLimits, allowedMasters...).
     #[arg(long)]
     config_template: Option<PathBuf>,
@@ -97,6 +120,12 @@ struct InstallArgs {
     /// The service account directory (token, ca.crt).
     #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount")]
     service_account_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum InstallMode {
+    Thin,
+    Thick,
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,9 +254,7 @@ pub fn main() -> i32 {
         }
         Command::Plugin(PluginCmd::Compile { config }) => compile(&config),
         Command::Install(args) => install(&args),
-        Command::Daemon { config } => crate::daemon::run(&config)
-            .map(|()| String::new())
-            .map_err(|err| CniError::internal(err.to_string())),
+        Command::Daemon(args) => daemon(&args),
     };
     match outcome {
         Ok(output) => {
@@ -565,7 +592,7 @@ fn compile(config_path: &Path) -> Result<String, CniError> {
     Ok(serde_json::to_string_pretty(&Value::Object(report)).unwrap_or_default())
 }
 
-fn install(args: &InstallArgs) -> Result<String, CniError> {
+fn install_options(args: &InstallArgs) -> Result<crate::install::InstallOptions, CniError> {
     let config_template = match &args.config_template {
         Some(path) => {
             let (_, value) = read_json(path, "config template")?;
@@ -578,7 +605,7 @@ fn install(args: &InstallArgs) -> Result<String, CniError> {
         }
         None => serde_json::Map::new(),
     };
-    let options = crate::install::InstallOptions {
+    Ok(crate::install::InstallOptions {
         host_root: args.host_root.clone(),
         bin_dir: args.bin_dir.clone(),
         conf_dir: args.conf_dir.clone(),
@@ -591,7 +618,31 @@ fn install(args: &InstallArgs) -> Result<String, CniError> {
         service_account_dir: args
             .kubeconfig_from_service_account
             .then(|| args.service_account_dir.clone()),
+        thick: (args.mode == InstallMode::Thick).then(|| crate::install::ThickInstall {
+            socket_dir: args.socket_dir.clone(),
+            shim: args.shim_binary.clone(),
+        }),
+    })
+}
+
+fn daemon(args: &DaemonArgs) -> Result<String, CniError> {
+    let keep_config = if args.keep_config {
+        let mut options = install_options(&args.install)?;
+        options.thick.get_or_insert(crate::install::ThickInstall {
+            socket_dir: args.install.socket_dir.clone(),
+            shim: args.install.shim_binary.clone(),
+        });
+        Some((options, Duration::from_millis(args.install.interval_ms)))
+    } else {
+        None
     };
+    crate::daemon::run(&args.config, keep_config)
+        .map(|()| String::new())
+        .map_err(|err| CniError::internal(err.to_string()))
+}
+
+fn install(args: &InstallArgs) -> Result<String, CniError> {
+    let options = install_options(args)?;
     if !args.watch {
         let report = crate::install::install_once(&options)
             .map_err(|err| CniError::internal(err.to_string()))?;

@@ -81,7 +81,25 @@ pub struct InstallOptions {
     /// directory (token, ca.crt; a container path) and the
     /// KUBERNETES_SERVICE_HOST/PORT environment.
     pub service_account_dir: Option<PathBuf>,
+    /// Thick mode: install the shim, point kubelet at it, and write the host
+    /// config for the daemon instead.
+    pub thick: Option<ThickInstall>,
 }
+
+/// What thick mode installs besides the plugins.
+#[derive(Debug, Clone)]
+pub struct ThickInstall {
+    /// The daemon's socket directory (a host path, written into the shim's
+    /// config as `daemonSocketDir`).
+    pub socket_dir: PathBuf,
+    /// The shim binary to install (default: `multus-wasm-shim` next to this
+    /// executable).
+    pub shim: Option<PathBuf>,
+}
+
+/// The daemon's config in the state dir (thick mode): the host config plus
+/// `socketDir`.
+pub const DAEMON_CONFIG: &str = "daemon.conf";
 
 /// One entry of the plugin manifest (`plugins.json` in the plugin dir).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -265,6 +283,9 @@ pub struct InstallReport {
     pub refused: BTreeMap<String, String>,
     /// types compiled by this pass (the others were already cached)
     pub compiled: Vec<String>,
+    /// thick mode: the daemon's config (host path)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daemon_config: Option<PathBuf>,
 }
 
 impl InstallOptions {
@@ -478,6 +499,34 @@ fn generate_config(
     }
 }
 
+/// Thick mode's config for kubelet: the shim, pointed at the daemon, with
+/// the host config's version and capabilities (so the runtime still passes
+/// runtimeConfig), a list for cniVersion >= 1.0.0 as the host config is.
+fn shim_config(host_config: &Value, socket_dir: &Path) -> Value {
+    let inner = match host_config
+        .get("plugins")
+        .and_then(|plugins| plugins.get(0))
+    {
+        Some(plugin) => plugin,
+        None => host_config,
+    };
+    let cni_version = host_config["cniVersion"].clone();
+    let mut shim = json!({
+        "cniVersion": cni_version,
+        "name": "multus-wasm-network",
+        "type": "multus-wasm-shim",
+        "daemonSocketDir": socket_dir,
+    });
+    if let Some(capabilities) = inner.get("capabilities") {
+        shim["capabilities"] = capabilities.clone();
+    }
+    if host_config.get("plugins").is_some() {
+        json!({"cniVersion": cni_version, "name": "multus-wasm-network", "plugins": [shim]})
+    } else {
+        shim
+    }
+}
+
 /// The file name of our config for `config` (`.conflist` for a list).
 fn config_file_name(config: &Value) -> &'static str {
     if config.get("plugins").is_some() {
@@ -498,12 +547,25 @@ pub fn remove_config(options: &InstallOptions) {
 pub fn install_once(options: &InstallOptions) -> Result<InstallReport, InstallError> {
     let mut report = InstallReport::default();
     if !options.skip_binary_copy {
-        let source = match &options.binary {
-            Some(binary) => binary.clone(),
-            None => std::env::current_exe()
-                .map_err(|err| file_error(Path::new("/proc/self/exe"), err))?,
+        let this =
+            || std::env::current_exe().map_err(|err| file_error(Path::new("/proc/self/exe"), err));
+        let (source, name) = match &options.thick {
+            None => (
+                match &options.binary {
+                    Some(binary) => binary.clone(),
+                    None => this()?,
+                },
+                "multus-wasm",
+            ),
+            Some(thick) => (
+                match &thick.shim {
+                    Some(shim) => shim.clone(),
+                    None => this()?.with_file_name("multus-wasm-shim"),
+                },
+                "multus-wasm-shim",
+            ),
         };
-        let destination = options.bin_dir.join("multus-wasm");
+        let destination = options.bin_dir.join(name);
         install_file(&source, &options.local(&destination), 0o755)?;
         report.binary = Some(destination);
     }
@@ -533,6 +595,21 @@ pub fn install_once(options: &InstallOptions) -> Result<InstallReport, InstallEr
             None => &mut config,
         };
         target["kubeconfig"] = json!(kubeconfig);
+    }
+    if let Some(thick) = &options.thick {
+        // The daemon runs the host config; kubelet runs the shim.
+        let mut host_config = match config.get("plugins").and_then(|plugins| plugins.get(0)) {
+            Some(plugin) => plugin.clone(),
+            None => config.clone(),
+        };
+        host_config["cniVersion"] = config["cniVersion"].clone();
+        host_config["socketDir"] = json!(thick.socket_dir);
+        let daemon_config = options.state_dir.join(DAEMON_CONFIG);
+        let bytes = serde_json::to_vec_pretty(&host_config).expect("json");
+        crate::store::write_atomically(&options.local(&daemon_config), &bytes, 0o600)
+            .map_err(|err| file_error(&daemon_config, err))?;
+        report.daemon_config = Some(daemon_config);
+        config = shim_config(&config, &thick.socket_dir);
     }
     let name = config_file_name(&config);
     let stale = if name.ends_with(".conflist") {

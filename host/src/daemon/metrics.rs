@@ -49,21 +49,57 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("multus_wasm");
         let requests = Family::<Labels, Counter>::default();
-        let latency = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(histogram as fn() -> Histogram);
-        let steps = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        let latency = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            histogram as fn() -> Histogram,
+        );
+        let steps = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            histogram as fn() -> Histogram,
+        );
         let traps = Family::<Labels, Counter>::default();
         let cache_objects = Family::<Labels, Gauge>::default();
         let watch_restarts = Family::<Labels, Counter>::default();
         let watch_errors = Family::<Labels, Counter>::default();
         let api_gets = Family::<Labels, Counter>::default();
-        registry.register("cni_requests", "CNI requests by command and result", requests.clone());
-        registry.register("cni_request_duration_seconds", "CNI request latency by command", latency.clone());
-        registry.register("cni_step_duration_seconds", "Time spent per step of a CNI call", steps.clone());
-        registry.register("sandbox_traps", "Plugin calls stopped by the sandbox or the policy, by kind", traps.clone());
-        registry.register("cache_objects", "Objects in the informer caches", cache_objects.clone());
-        registry.register("watch_restarts", "Watches that had to relist", watch_restarts.clone());
-        registry.register("watch_errors", "Watch errors (retried with backoff)", watch_errors.clone());
-        registry.register("api_gets", "GETs for objects the caches did not hold", api_gets.clone());
+        registry.register(
+            "cni_requests",
+            "CNI requests by command and result",
+            requests.clone(),
+        );
+        registry.register(
+            "cni_request_duration_seconds",
+            "CNI request latency by command",
+            latency.clone(),
+        );
+        registry.register(
+            "cni_step_duration_seconds",
+            "Time spent per step of a CNI call",
+            steps.clone(),
+        );
+        registry.register(
+            "sandbox_traps",
+            "Plugin calls stopped by the sandbox or the policy, by kind",
+            traps.clone(),
+        );
+        registry.register(
+            "cache_objects",
+            "Objects in the informer caches",
+            cache_objects.clone(),
+        );
+        registry.register(
+            "watch_restarts",
+            "Watches that had to relist",
+            watch_restarts.clone(),
+        );
+        registry.register(
+            "watch_errors",
+            "Watch errors (retried with backoff)",
+            watch_errors.clone(),
+        );
+        registry.register(
+            "api_gets",
+            "GETs for objects the caches did not hold",
+            api_gets.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
@@ -78,7 +114,13 @@ impl Metrics {
     }
 
     /// Record a finished CNI request: `code` 0 on success, else its CNI code.
-    pub fn request(&self, command: &str, code: u32, took: Duration, steps: &[(&'static str, Duration)]) {
+    pub fn request(
+        &self,
+        command: &str,
+        code: u32,
+        took: Duration,
+        steps: &[(&'static str, Duration)],
+    ) {
         let result = if code == 0 {
             "ok".to_string()
         } else {
@@ -96,7 +138,9 @@ impl Metrics {
                 .observe(total.as_secs_f64());
         }
         if let Some(kind) = trap_kind(code) {
-            self.traps.get_or_create(&vec![("kind", kind.to_string())]).inc();
+            self.traps
+                .get_or_create(&vec![("kind", kind.to_string())])
+                .inc();
         }
     }
 
@@ -119,7 +163,9 @@ impl Metrics {
     }
 
     pub fn api_get(&self, kind: &str) {
-        self.api_gets.get_or_create(&vec![("kind", kind.to_string())]).inc();
+        self.api_gets
+            .get_or_create(&vec![("kind", kind.to_string())])
+            .inc();
     }
 
     /// The text exposition format.
@@ -153,7 +199,12 @@ mod tests {
     #[test]
     fn requests_and_traps_are_exposed_in_prometheus_text() {
         let metrics = Metrics::new();
-        metrics.request("ADD", 0, Duration::from_millis(3), &[("netlink", Duration::from_micros(500))]);
+        metrics.request(
+            "ADD",
+            0,
+            Duration::from_millis(3),
+            &[("netlink", Duration::from_micros(500))],
+        );
         metrics.request("ADD", 101, Duration::from_millis(300), &[]);
         metrics.cache_size("pods", 12);
         metrics.watch_restart("pods");

@@ -11,15 +11,16 @@
 //! The attachment cache and the IPAM store are on disk, so a daemon killed
 //! at any point leaves what its restart's DEL needs.
 
-mod server;
 pub mod metrics;
+mod server;
 pub mod source;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value};
 
@@ -27,6 +28,7 @@ use crate::call::Effects;
 use crate::cni::{CniCommand, CniError, requested_version, version_output};
 use crate::cni_plugin;
 use crate::config::MultusConfig;
+use crate::install::InstallOptions;
 use crate::k8s::NetworkSource;
 use crate::k8s::local::LocalSource;
 use crate::node::NodeEffects;
@@ -75,8 +77,8 @@ impl DaemonConfig {
 
     /// Parse the daemon's config from its bytes.
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let mut fields: Map<String, Value> = serde_json::from_slice(bytes)
-            .map_err(|err| format!("not a JSON object: {err}"))?;
+        let mut fields: Map<String, Value> =
+            serde_json::from_slice(bytes).map_err(|err| format!("not a JSON object: {err}"))?;
         let text = |fields: &mut Map<String, Value>, key: &str| -> Result<Option<String>, String> {
             match fields.remove(key) {
                 None | Some(Value::Null) => Ok(None),
@@ -125,13 +127,36 @@ impl DaemonConfig {
     }
 }
 
+/// The config the daemon runs now, with its plugins loaded.
+struct Loaded {
+    modified: Option<SystemTime>,
+    config: Arc<DaemonConfig>,
+    plugins: Arc<NodePlugins>,
+    plugins_loaded: Result<(), String>,
+}
+
+impl Loaded {
+    fn new(config: DaemonConfig, modified: Option<SystemTime>) -> Self {
+        let plugins = Arc::new(NodePlugins::new(&config.host));
+        let plugins_loaded = plugins.load_all().map_err(|err| err.to_string());
+        if let Err(err) = &plugins_loaded {
+            tracing::error!(error = %err, "a registered plugin does not load");
+        }
+        Loaded {
+            modified,
+            config: Arc::new(config),
+            plugins,
+            plugins_loaded,
+        }
+    }
+}
+
 /// What concurrent calls share.
 pub struct Daemon {
-    config: DaemonConfig,
-    plugins: Arc<NodePlugins>,
+    config_path: PathBuf,
+    loaded: RwLock<Loaded>,
     source: Arc<dyn NetworkSource>,
     cached: Option<Arc<CachedSource>>,
-    plugins_loaded: Result<(), String>,
     metrics: Arc<Metrics>,
     containers: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
@@ -139,9 +164,15 @@ pub struct Daemon {
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemon")
-            .field("socket", &self.config.socket_path())
+            .field("config", &self.config_path)
             .finish()
     }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path)
+        .and_then(|meta| meta.modified())
+        .ok()
 }
 
 /// The daemon's `Arc`'d source as a plain one (what `NodeEffects` takes).
@@ -180,13 +211,10 @@ impl Daemon {
     /// Everything the daemon keeps warm: plugins loaded (compiled code from
     /// the cache), caches started on `handle` (with a kubeconfig) or the
     /// manifest directory.
-    pub fn new(config: DaemonConfig, handle: &tokio::runtime::Handle) -> Result<Self, DaemonError> {
+    pub fn new(config_path: &Path, handle: &tokio::runtime::Handle) -> Result<Self, DaemonError> {
+        let stamp = modified(config_path);
+        let config = DaemonConfig::load(config_path)?;
         let metrics = Arc::new(Metrics::new());
-        let plugins = Arc::new(NodePlugins::new(&config.host));
-        let plugins_loaded = plugins.load_all().map_err(|err| err.to_string());
-        if let Err(err) = &plugins_loaded {
-            tracing::error!(error = %err, "a registered plugin does not load");
-        }
         let (source, cached): (Arc<dyn NetworkSource>, _) = match &config.host.kubeconfig {
             Some(kubeconfig) => {
                 let client = handle
@@ -200,20 +228,52 @@ impl Daemon {
                 ));
                 (cached.clone(), Some(cached))
             }
-            None => (
-                Arc::new(LocalSource::new(&config.host.manifest_dir)),
-                None,
-            ),
+            None => (Arc::new(LocalSource::new(&config.host.manifest_dir)), None),
         };
         Ok(Daemon {
-            config,
-            plugins,
+            config_path: config_path.into(),
+            loaded: RwLock::new(Loaded::new(config, stamp)),
             source,
             cached,
-            plugins_loaded,
             metrics,
             containers: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The current config and plugins, re-read when the config file
+    /// changed (a thick install rewrites it when the primary network, the
+    /// plugins or the template change). A file that no longer parses keeps
+    /// the last good config.
+    fn current(&self) -> (Arc<DaemonConfig>, Arc<NodePlugins>) {
+        let stamp = modified(&self.config_path);
+        {
+            let loaded = self.loaded.read().expect("config lock");
+            if loaded.modified == stamp {
+                return (loaded.config.clone(), loaded.plugins.clone());
+            }
+        }
+        let mut loaded = self.loaded.write().expect("config lock");
+        if loaded.modified != stamp {
+            match DaemonConfig::load(&self.config_path) {
+                Ok(config) => {
+                    tracing::info!(config = %self.config_path.display(), "config changed: reloading");
+                    let same_plugins = config.host.wasm_plugins == loaded.config.host.wasm_plugins
+                        && config.host.wasm_limits == loaded.config.host.wasm_limits
+                        && config.host.wasm_cache_dir == loaded.config.host.wasm_cache_dir;
+                    if same_plugins {
+                        loaded.config = Arc::new(config);
+                        loaded.modified = stamp;
+                    } else {
+                        *loaded = Loaded::new(config, stamp);
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "config changed but does not parse: keeping the last one");
+                    loaded.modified = stamp;
+                }
+            }
+        }
+        (loaded.config.clone(), loaded.plugins.clone())
     }
 
     /// Ready to serve: the caches have listed and every plugin loaded.
@@ -223,7 +283,12 @@ impl Daemon {
         {
             return Err("the pod and NAD caches have not synced yet".into());
         }
-        self.plugins_loaded.clone()
+        self.current();
+        self.loaded
+            .read()
+            .expect("config lock")
+            .plugins_loaded
+            .clone()
     }
 
     fn container_lock(&self, container_id: &str) -> Arc<Mutex<()>> {
@@ -242,9 +307,9 @@ impl Daemon {
     pub fn cni(&self, env: &Map<String, Value>, netconf: &Value) -> (i32, String) {
         let started = Instant::now();
         let stdin = serde_json::to_vec(netconf).expect("json");
-        let vars = env
-            .iter()
-            .filter_map(|(key, value)| value.as_str().map(|value| (key.clone(), value.to_string())));
+        let vars = env.iter().filter_map(|(key, value)| {
+            value.as_str().map(|value| (key.clone(), value.to_string()))
+        });
         let mut command = String::from("unknown");
         let (output, code) = cni_plugin::answer(&stdin, || {
             let env = cni_plugin::cni_env(vars)?;
@@ -252,13 +317,17 @@ impl Daemon {
             if env.command == CniCommand::Version {
                 return Ok(version_output(requested_version(&stdin).as_deref()));
             }
-            let mut config = self.config.host.clone();
+            let (daemon_config, plugins) = self.current();
+            let mut config = daemon_config.host.clone();
             if let Some(version) = netconf.get("cniVersion").and_then(Value::as_str) {
                 config.cni_version = version.to_string();
             }
-            let lock = env.container_id.as_deref().map(|id| self.container_lock(id));
+            let lock = env
+                .container_id
+                .as_deref()
+                .map(|id| self.container_lock(id));
             let _serialized = lock.as_ref().map(|lock| lock.lock());
-            let effects = self.effects(&config)?;
+            let effects = self.effects(&config, plugins)?;
             cni_plugin::execute(&env, &config, netconf, &effects)
         });
         let cni_code = if code == 0 {
@@ -275,35 +344,62 @@ impl Daemon {
         (code, output)
     }
 
-    fn effects(&self, config: &MultusConfig) -> Result<impl Effects, CniError> {
+    fn effects(
+        &self,
+        config: &MultusConfig,
+        plugins: Arc<NodePlugins>,
+    ) -> Result<impl Effects, CniError> {
         NodeEffects::with_source(
             config,
             crate::node::runtime()?,
-            self.plugins.clone(),
+            plugins,
             Box::new(SharedSource(self.source.clone())),
         )
     }
 }
 
-/// Run the daemon until SIGTERM or SIGINT.
-pub fn run(config_path: &Path) -> Result<(), DaemonError> {
-    let config = DaemonConfig::load(config_path)?;
+/// Run the daemon until SIGTERM or SIGINT. With `keep_config`, it also
+/// keeps the node's config in step (the thick install's watch loop, on a
+/// thread), waiting for its first config file to appear.
+pub fn run(
+    config_path: &Path,
+    keep_config: Option<(InstallOptions, Duration)>,
+) -> Result<(), DaemonError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = keep_config.map(|(options, interval)| {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("keep-config".into())
+            .spawn(move || {
+                if let Err(err) = crate::install::watch(&options, interval, false, &|| {
+                    stop.load(Ordering::SeqCst)
+                }) {
+                    tracing::error!(error = %err, "keeping the node's config failed");
+                }
+            })
+            .expect("spawning the config thread")
+    });
+    if watcher.is_some() {
+        while !config_path.exists() {
+            tracing::info!(config = %config_path.display(), "waiting for the first install pass to write the config");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|err| DaemonError::Start(format!("tokio runtime: {err}")))?;
+    let daemon = Arc::new(Daemon::new(config_path, runtime.handle())?);
+    let (config, _) = daemon.current();
     let socket_path = config.socket_path();
-    let metrics_address = config.metrics_address;
-    let daemon = Arc::new(Daemon::new(config.clone(), runtime.handle())?);
     let listener = runtime.block_on(async { server::bind(&config.socket_dir) })?;
     tracing::info!(socket = %socket_path.display(), node = %config.node_name, "multus-wasm daemon serving");
     runtime.block_on(async {
         let unix = tokio::spawn(server::serve_unix(listener, daemon.clone()));
-        let tcp = match metrics_address {
-            Some(address) => Some(tokio::spawn(server::serve_tcp(address, daemon.clone()))),
-            None => None,
-        };
+        let tcp = config
+            .metrics_address
+            .map(|address| tokio::spawn(server::serve_tcp(address, daemon.clone())));
         server::shutdown_signal().await;
         tracing::info!("shutting down");
         unix.abort();
@@ -311,6 +407,10 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
             tcp.abort();
         }
     });
+    stop.store(true, Ordering::SeqCst);
     let _ = std::fs::remove_file(&socket_path);
+    if let Some(watcher) = watcher {
+        let _ = watcher.join();
+    }
     Ok(())
 }

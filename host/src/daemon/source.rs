@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams, PartialObjectMeta};
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::runtime::Handle;
@@ -101,9 +101,12 @@ impl CachedSource {
         let pods_synced = Arc::new(AtomicBool::new(false));
         let nads_synced = Arc::new(AtomicBool::new(false));
         let pod_config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
-        let pod_stream = watcher::watcher(Api::<PartialObjectMeta<Pod>>::all(client.clone()), pod_config)
-            .default_backoff()
-            .reflect(pods_writer);
+        let pod_stream = watcher::watcher(
+            Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+            pod_config,
+        )
+        .default_backoff()
+        .reflect(pods_writer);
         handle.spawn(drive(
             "pods",
             pod_stream,
@@ -140,16 +143,22 @@ impl CachedSource {
         self.pods_synced.load(Ordering::SeqCst) && self.nads_synced.load(Ordering::SeqCst)
     }
 
-    fn get<K>(&self, kind: &'static str, namespace: &str, name: &str) -> Result<Option<K>, SourceError>
+    fn get<K>(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<K>, SourceError>
     where
-        K: Resource<Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+        K: Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
         K::DynamicType: Default,
     {
         self.metrics.api_get(kind);
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        self.handle
-            .block_on(api.get_opt(name))
-            .map_err(api_error)
+        self.handle.block_on(api.get_opt(name)).map_err(api_error)
     }
 }
 
@@ -166,7 +175,13 @@ impl NetworkSource for CachedSource {
             if uid.is_empty() || cached_uid == uid {
                 return Ok(Some(pod_info(namespace, name, &cached.metadata)));
             }
-            tracing::debug!(namespace, name, cached_uid, uid, "cached pod has another UID: reading it from the API");
+            tracing::debug!(
+                namespace,
+                name,
+                cached_uid,
+                uid,
+                "cached pod has another UID: reading it from the API"
+            );
         }
         Ok(self
             .get::<Pod>("pods", namespace, name)?

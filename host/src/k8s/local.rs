@@ -249,7 +249,12 @@ metadata:
             "[]"
         );
         // The status file is not read back as a manifest.
-        assert!(source.get_pod("default", "samplepod", "").unwrap().is_some());
+        assert!(
+            source
+                .get_pod("default", "samplepod", "")
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]

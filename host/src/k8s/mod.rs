@@ -76,8 +76,12 @@ pub trait NetworkSource: Send + Sync {
     /// The pod, or `None` when there is no such pod. `uid` is the UID the
     /// runtime expects (empty when unknown): a cache whose copy has another
     /// UID asks the API server instead.
-    fn get_pod(&self, namespace: &str, name: &str, uid: &str)
-    -> Result<Option<PodInfo>, SourceError>;
+    fn get_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+    ) -> Result<Option<PodInfo>, SourceError>;
     /// The NAD, or `None` when there is no such NAD.
     fn get_nad(&self, namespace: &str, name: &str) -> Result<Option<NadInfo>, SourceError>;
     /// Write the pod's network-status annotation (retrying on conflict).
