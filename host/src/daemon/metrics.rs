@@ -24,6 +24,7 @@ fn histogram() -> Histogram {
 pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<Labels, Counter>,
+    in_flight: Family<Labels, Gauge>,
     latency: Family<Labels, Histogram, fn() -> Histogram>,
     steps: Family<Labels, Histogram, fn() -> Histogram>,
     traps: Family<Labels, Counter>,
@@ -49,6 +50,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("multus_wasm");
         let requests = Family::<Labels, Counter>::default();
+        let in_flight = Family::<Labels, Gauge>::default();
         let latency = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
             histogram as fn() -> Histogram,
         );
@@ -64,6 +66,11 @@ impl Metrics {
             "cni_requests",
             "CNI requests by command and result",
             requests.clone(),
+        );
+        registry.register(
+            "cni_requests_in_flight",
+            "CNI requests being served, by command",
+            in_flight.clone(),
         );
         registry.register(
             "cni_request_duration_seconds",
@@ -103,6 +110,7 @@ impl Metrics {
         Metrics {
             registry: Mutex::new(registry),
             requests,
+            in_flight,
             latency,
             steps,
             traps,
@@ -111,6 +119,13 @@ impl Metrics {
             watch_errors,
             api_gets,
         }
+    }
+
+    /// A request of `command` starts (`+1`) or ends (`-1`).
+    pub fn in_flight(&self, command: &str, delta: i64) {
+        self.in_flight
+            .get_or_create(&vec![("command", command.to_string())])
+            .inc_by(delta);
     }
 
     /// Record a finished CNI request: `code` 0 on success, else its CNI code.

@@ -310,10 +310,14 @@ impl Daemon {
         let vars = env.iter().filter_map(|(key, value)| {
             value.as_str().map(|value| (key.clone(), value.to_string()))
         });
-        let mut command = String::from("unknown");
+        let command = env
+            .get("CNI_COMMAND")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string();
+        self.metrics.in_flight(&command, 1);
         let (output, code) = cni_plugin::answer(&stdin, || {
             let env = cni_plugin::cni_env(vars)?;
-            command = env.command.as_str().to_string();
             if env.command == CniCommand::Version {
                 return Ok(version_output(requested_version(&stdin).as_deref()));
             }
@@ -339,6 +343,7 @@ impl Daemon {
                 .unwrap_or(999) as u32
         };
         let steps = crate::timing::take();
+        self.metrics.in_flight(&command, -1);
         self.metrics
             .request(&command, cni_code, started.elapsed(), &steps);
         (code, output)

@@ -1,0 +1,300 @@
+//! Thick mode end to end (root): `multus-wasm daemon` running in a test
+//! node's namespace, called through the real `multus-wasm-shim` as kubelet
+//! would, with pods and NADs from a manifest directory or the fake API
+//! server (list and watch). The daemon is killed at random points, taken
+//! down, and asked for one container twice at once; whatever happens, DEL
+//! after a restart leaves nothing.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::cluster::{Cluster, error_message};
+use support::{Cni, CniOutput, Netns};
+
+/// The shim, built beside the host binary (`cargo build -p
+/// multus-wasm-shim`; `cargo xtask test` builds every binary first).
+fn shim() -> PathBuf {
+    let path = PathBuf::from(support::BINARY).with_file_name("multus-wasm-shim");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build -p multus-wasm-shim; cargo xtask test does this)",
+        path.display()
+    );
+    path
+}
+
+/// A running daemon for `cluster`, killed (and its socket dir removed) on
+/// drop.
+struct Daemon {
+    child: Child,
+    config: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(cluster: &Cluster) -> Daemon {
+        let mut config = cluster.config.clone();
+        config["socketDir"] = json!(cluster.path("run"));
+        config["nodeName"] = json!("node-1");
+        let path = cluster.path("daemon.conf");
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        Self::spawn(cluster, path)
+    }
+
+    fn spawn(cluster: &Cluster, config: PathBuf) -> Daemon {
+        let log = cluster.path("daemon.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &cluster.node.netns.name])
+            .arg(support::BINARY)
+            .args(["--log-level", "debug", "daemon", "--config"])
+            .arg(&config)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start the daemon");
+        let daemon = Daemon {
+            child,
+            config,
+            socket: cluster.path("run/multus-wasm.sock"),
+            log,
+        };
+        daemon.wait_healthy();
+        daemon
+    }
+
+    /// `GET path` on the socket: (status, body).
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = UnixStream::connect(&self.socket).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: multus-wasm\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        let status = text.split(' ').nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n")?.1.to_string();
+        Some((status, body))
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some((200, _)) = self.get("/healthz") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "the daemon never became healthy: {}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    fn metrics(&self) -> String {
+        self.get("/metrics").expect("metrics").1
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The netconf kubelet passes to the shim.
+fn shim_netconf(cluster: &Cluster) -> Value {
+    json!({"cniVersion": "1.0.0", "name": "multus-wasm-network", "type": "multus-wasm-shim",
+           "daemonSocketDir": cluster.path("run"), "timeoutSeconds": 30})
+}
+
+/// A CNI call through the shim for pod `name` in `pod`.
+fn through_shim<'a>(cluster: &'a Cluster, pod: &Netns, name: &str, container: &str) -> Cni<'a> {
+    let mut cni = cluster.cni_named(pod, name, container, &format!("uid-{name}"));
+    cni.binary = shim();
+    cni
+}
+
+fn call(cluster: &Cluster, cni: &Cni<'_>, command: &str) -> CniOutput {
+    cni.call_within(command, &shim_netconf(cluster), Duration::from_secs(60))
+}
+
+#[test]
+fn the_seed_scenario_through_the_shim_and_the_daemon() {
+    let cluster = Cluster::local();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    let daemon = Daemon::start(&cluster);
+
+    cluster.add_pod_named("samplepod", "uid-samplepod", "macvlan-conf");
+    let pod = Netns::new("mwthk");
+    let cni = through_shim(&cluster, &pod, "samplepod", "seed-one");
+    let output = call(&cluster, &cni, "ADD");
+    output.ok();
+    assert_eq!(
+        output.json()["interfaces"][1]["name"],
+        "eth0",
+        "{}",
+        output.stdout
+    );
+    assert_eq!(pod.addresses("net1"), vec!["192.168.1.200/24"]);
+    call(&cluster, &cni, "DEL").ok();
+    cluster.assert_nothing_left(&pod, "after the first pod");
+
+    cluster.add_pod_named("samplepod", "uid-samplepod", "macvlan-conf,macvlan-conf");
+    let pod = Netns::new("mwthk");
+    let cni = through_shim(&cluster, &pod, "samplepod", "seed-two");
+    call(&cluster, &cni, "ADD").ok();
+    assert_eq!(pod.addresses("net1"), vec!["192.168.1.201/24"]);
+    assert_eq!(pod.addresses("net2"), vec!["192.168.1.202/24"]);
+    call(&cluster, &cni, "DEL").ok();
+    cluster.assert_nothing_left(&pod, "after the second pod");
+
+    let metrics = daemon.metrics();
+    for line in [
+        r#"multus_wasm_cni_requests_total{command="ADD",result="ok"} 2"#,
+        r#"multus_wasm_cni_requests_total{command="DEL",result="ok"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
+}
+
+#[test]
+fn a_daemon_that_is_down_is_code_11_and_del_succeeds_once_it_is_back() {
+    let cluster = Cluster::local();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    let mut daemon = Daemon::start(&cluster);
+    cluster.add_pod_named("p", "uid-p", "macvlan-conf");
+    let pod = Netns::new("mwthk");
+    let cni = through_shim(&cluster, &pod, "p", "down-1");
+    call(&cluster, &cni, "ADD").ok();
+    daemon.kill();
+
+    let output = call(&cluster, &cni, "DEL");
+    assert_eq!(output.error_code(), 11, "{}", output.stdout);
+    assert!(
+        error_message(&output).contains("not reachable"),
+        "{}",
+        output.stdout
+    );
+    assert!(
+        pod.has_link("net1"),
+        "nothing was deleted while it was down"
+    );
+
+    let daemon = Daemon::spawn(&cluster, daemon.config.clone());
+    call(&cluster, &cni, "DEL").ok();
+    cluster.assert_nothing_left(&pod, "DEL after the restart");
+    drop(daemon);
+}
+
+#[test]
+fn a_daemon_killed_at_any_point_of_an_add_leaves_nothing_after_del() {
+    let cluster = Cluster::local();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    cluster.add_pod_named("k", "uid-k", "macvlan-conf,macvlan-conf");
+    let mut daemon = Daemon::start(&cluster);
+    let config = daemon.config.clone();
+    // Spread the kills over an ADD (about 10-60 ms in a debug build).
+    for round in 0..12u64 {
+        let pod = Netns::new("mwthk");
+        let container = format!("kill-{round}");
+        let cni = through_shim(&cluster, &pod, "k", &container);
+        let netconf = shim_netconf(&cluster);
+        let add = std::thread::scope(|scope| {
+            let add = scope.spawn(|| cni.call_within("ADD", &netconf, Duration::from_secs(60)));
+            std::thread::sleep(Duration::from_millis(2 + round * 5));
+            daemon.kill();
+            add.join().unwrap()
+        });
+        if add.code != 0 {
+            assert_eq!(add.error_code(), 11, "round {round}: {}", add.stdout);
+        }
+        daemon = Daemon::spawn(&cluster, config.clone());
+        call(&cluster, &cni, "DEL").ok();
+        cluster.assert_nothing_left(&pod, &format!("round {round}"));
+    }
+}
+
+/// Wait until the daemon is serving `command` for someone.
+fn wait_in_flight(daemon: &Daemon, command: &str) {
+    let line = format!("multus_wasm_cni_requests_in_flight{{command=\"{command}\"}} 1");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemon.metrics().contains(&line) {
+        assert!(Instant::now() < deadline, "the {command} never arrived");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn add_and_del_of_one_container_stay_ordered() {
+    let mut cluster = Cluster::local();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    cluster.add_pod_named("o", "uid-o", "macvlan-conf,macvlan-conf");
+    // ADD waits for the readiness indicator while holding the container:
+    // the DEL that arrives meanwhile must wait for it, then remove it all
+    // (run first, it would find nothing and leave the ADD's links behind).
+    let ready = cluster.path("ready");
+    cluster.config["readinessindicatorfile"] = json!(ready);
+    let daemon = Daemon::start(&cluster);
+    let pod = Netns::new("mwthk");
+    let cni = through_shim(&cluster, &pod, "o", "ordered");
+    let netconf = shim_netconf(&cluster);
+    let (add, del) = std::thread::scope(|scope| {
+        let add = scope.spawn(|| cni.call_within("ADD", &netconf, Duration::from_secs(60)));
+        wait_in_flight(&daemon, "ADD");
+        let del = scope.spawn(|| cni.call_within("DEL", &netconf, Duration::from_secs(60)));
+        wait_in_flight(&daemon, "DEL");
+        assert!(!pod.has_link("eth0"), "the ADD is still waiting");
+        std::fs::write(&ready, "").unwrap();
+        (add.join().unwrap(), del.join().unwrap())
+    });
+    add.ok();
+    del.ok();
+    cluster.assert_nothing_left(&pod, "ADD then DEL of one container");
+}
+
+#[test]
+fn the_daemon_serves_health_and_metrics_and_refuses_bad_requests() {
+    let cluster = Cluster::local();
+    let daemon = Daemon::start(&cluster);
+    assert_eq!(daemon.get("/healthz").unwrap(), (200, "ok\n".to_string()));
+    let metrics = daemon.metrics();
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+    assert_eq!(daemon.get("/nope").unwrap().0, 404);
+    // The socket is root-only.
+    let mode = std::fs::metadata(&daemon.socket).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+    // A request that is not the shim's JSON is refused, not run.
+    let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+    write!(
+        stream,
+        "POST /cni HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nConnection: close\r\n\r\nnotjson"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+}
