@@ -29,11 +29,14 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let iterations = parse_iterations(args)?;
     let root = workspace_root();
-    util::run(
-        util::cargo()
-            .current_dir(&root)
-            .args(["build", "--release", "-p", "multus-wasm"]),
-    )?;
+    util::run(util::cargo().current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "multus-wasm",
+        "-p",
+        "multus-wasm-shim",
+    ]))?;
     let plugins = crate::plugins()?;
     let binary = root.join("target/release/multus-wasm");
 
@@ -136,21 +139,26 @@ fn parse_iterations(args: &[String]) -> Result<usize> {
     }
 }
 
-fn write_json(path: &Path, value: &Value) -> Result<()> {
+pub(crate) fn write_json(path: &Path, value: &Value) -> Result<()> {
     std::fs::write(path, serde_json::to_vec_pretty(value).expect("json"))
         .map_err(|err| format!("{}: {err}", path.display()))
 }
 
 /// Wall time and peak RSS (KiB) of one child, from wait4.
-struct Run {
-    elapsed: Duration,
-    max_rss_kib: i64,
-    ok: bool,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) elapsed: Duration,
+    pub(crate) max_rss_kib: i64,
+    pub(crate) ok: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
-fn timed(program: &Path, args: &[&str], env: &[(&str, String)], stdin: &[u8]) -> Result<Run> {
+pub(crate) fn timed(
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, String)],
+    stdin: &[u8],
+) -> Result<Run> {
     let started = Instant::now();
     let mut child = Command::new(program)
         .args(args)
@@ -193,12 +201,12 @@ fn timed(program: &Path, args: &[&str], env: &[(&str, String)], stdin: &[u8]) ->
     })
 }
 
-fn median(samples: &mut [Duration]) -> Duration {
+pub(crate) fn median(samples: &mut [Duration]) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
 }
 
-fn ms(duration: Duration) -> f64 {
+pub(crate) fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
@@ -373,6 +381,7 @@ pub fn inner(args: &[String]) -> Result<()> {
     for pods in [1, 8, 32, 64] {
         scale(&setup, pods)?;
     }
+    crate::bench_thick::run(&binary, &scratch, &ours_config, iterations)?;
     Ok(())
 }
 
@@ -415,7 +424,7 @@ fn breakdown(binary: &Path, env: EnvFor<'_>, stdin: &[u8], iterations: usize) ->
     Ok(())
 }
 
-fn node_env(
+pub(crate) fn node_env(
     command: &str,
     id: &str,
     netns: &str,
@@ -432,16 +441,20 @@ fn node_env(
     ]
 }
 
-struct Netns(String);
+pub(crate) struct Netns(String);
 
 impl Netns {
-    fn new(name: &str) -> Result<Netns> {
+    pub(crate) fn new(name: &str) -> Result<Netns> {
         let _ = util::output(Command::new("ip").args(["netns", "del", name]));
         util::output(Command::new("ip").args(["netns", "add", name]))?;
         Ok(Netns(name.to_string()))
     }
 
-    fn path(&self) -> String {
+    pub(crate) fn name(&self) -> &str {
+        &self.0
+    }
+
+    pub(crate) fn path(&self) -> String {
         format!("/var/run/netns/{}", self.0)
     }
 }
@@ -625,7 +638,7 @@ fn cold_vs_warm(setup: &Setup<'_>, netconf: &Value) -> Result<()> {
     Ok(())
 }
 
-fn percentile(samples: &mut [Duration], fraction: f64) -> Duration {
+pub(crate) fn percentile(samples: &mut [Duration], fraction: f64) -> Duration {
     samples.sort();
     let index = ((samples.len() as f64 - 1.0) * fraction).round() as usize;
     samples[index]

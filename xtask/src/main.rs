@@ -7,6 +7,7 @@
 //! - `fuzz`: a time-boxed run of every cargo-fuzz target in `fuzz/`
 
 mod bench;
+mod bench_thick;
 mod demo;
 mod fuzz;
 mod util;
