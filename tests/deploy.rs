@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 fn deploy_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/base")
 }
 
 /// Every document of every YAML file in deploy/ (not examples/), as JSON.
@@ -136,12 +136,18 @@ fn rbac_covers_every_api_call_the_host_makes() {
     let documents = manifests();
     let role = find(&documents, "ClusterRole")[0];
     let rules = role["rules"].as_array().unwrap();
-    // k8s::api: pod GET, NAD GET, GET + PUT pods/status for network-status.
+    // k8s::api: pod GET, NAD GET, GET + PUT pods/status for network-status;
+    // the daemon's caches: LIST + WATCH pods and NADs, PATCH pods/status.
     for (group, resource, verb) in [
         ("", "pods", "get"),
         ("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
         ("", "pods/status", "update"),
         ("", "pods/status", "get"),
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("k8s.cni.cncf.io", "network-attachment-definitions", "list"),
+        ("k8s.cni.cncf.io", "network-attachment-definitions", "watch"),
+        ("", "pods/status", "patch"),
     ] {
         assert!(
             allows(rules, group, resource, verb),
@@ -300,4 +306,105 @@ fn the_plugin_configmap_is_generated_immutable_and_under_one_mebibyte() {
         total < 1 << 20,
         "the plugin ConfigMap holds {total} bytes, over 1 MiB"
     );
+}
+
+/// deploy/ copied to a scratch dir with the plugin files kustomize's
+/// generator needs (the built plugins), rendered with `kubectl kustomize`.
+fn render(overlay: &str) -> Vec<Value> {
+    let dir = support::scratch();
+    let copy = dir.path().join("deploy");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(deploy_dir().parent().unwrap())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let plugins = copy.join("base/plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for (file, built) in [
+        ("macvlan.wasm", test_artifacts::MACVLAN),
+        ("host-local.wasm", test_artifacts::HOST_LOCAL),
+        ("static.wasm", test_artifacts::STATIC),
+    ] {
+        std::fs::copy(built, plugins.join(file)).unwrap();
+    }
+    std::fs::write(plugins.join("plugins.json"), "{}").unwrap();
+    let output = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(copy.join(overlay))
+        .output()
+        .expect("kubectl (with kustomize) is needed for this test");
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {overlay}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_yaml::Deserializer::from_slice(&output.stdout)
+        .map(|document| Value::deserialize(document).unwrap())
+        .collect()
+}
+
+#[test]
+fn thin_and_thick_both_render_with_kustomize() {
+    for overlay in ["", "thick"] {
+        let documents = render(overlay);
+        let kinds: Vec<&str> = documents
+            .iter()
+            .map(|document| document["kind"].as_str().unwrap())
+            .collect();
+        for kind in ["CustomResourceDefinition", "DaemonSet", "ConfigMap"] {
+            assert!(kinds.contains(&kind), "{overlay:?}: {kinds:?}");
+        }
+    }
+}
+
+#[test]
+fn the_thick_daemonset_runs_the_daemon_with_what_it_needs() {
+    let documents = render("thick");
+    let daemonset = documents
+        .iter()
+        .find(|document| document["kind"] == "DaemonSet")
+        .unwrap();
+    let pod = &daemonset["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1, "only the daemon: {containers:?}");
+    let daemon = &containers[0];
+    let command: Vec<&str> = daemon["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|arg| arg.as_str().unwrap())
+        .collect();
+    assert_eq!(&command[..2], ["/usr/local/bin/multus-wasm", "daemon"]);
+    let flags = flags(daemon);
+    assert_eq!(flags["config"], "/var/lib/multus-wasm/daemon.conf");
+    assert!(command.contains(&"--keep-config"));
+    let init = &pod["initContainers"][0];
+    assert_eq!(flags(init)["mode"], "thick");
+    assert_eq!(flags(init)["socket-dir"], flags["socket-dir"]);
+    // The daemon reaches pod namespaces, the socket, the cache and IPAM
+    // state, and the config at the host's own paths.
+    let mounts: Vec<&str> = daemon["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|mount| mount["mountPath"].as_str().unwrap())
+        .collect();
+    for path in [
+        "/run/netns",
+        "/var/run/netns",
+        "/run/multus-wasm",
+        "/var/lib/cni",
+        "/var/lib/multus-wasm",
+        "/etc/cni/net.d",
+        "/opt/cni/bin",
+    ] {
+        assert!(
+            mounts.contains(&path),
+            "the daemon lacks {path}: {mounts:?}"
+        );
+    }
+    assert_eq!(daemon["readinessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(daemon["env"][0]["name"], "NODE_NAME");
 }

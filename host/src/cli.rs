@@ -61,6 +61,10 @@ struct DaemonArgs {
     /// plugins or the template change; the daemon follows its config file.
     #[arg(long)]
     keep_config: bool,
+    /// Also serve /metrics and /healthz on this TCP address (overrides the
+    /// config's `metricsAddress`).
+    #[arg(long)]
+    metrics_address: Option<std::net::SocketAddr>,
     #[command(flatten)]
     install: InstallArgs,
 }
@@ -636,7 +640,7 @@ fn daemon(args: &DaemonArgs) -> Result<String, CniError> {
     } else {
         None
     };
-    crate::daemon::run(&args.config, keep_config)
+    crate::daemon::run(&args.config, args.metrics_address, keep_config)
         .map(|()| String::new())
         .map_err(|err| CniError::internal(err.to_string()))
 }

@@ -96,7 +96,7 @@ pub fn plugins() -> Result<Vec<(String, std::path::PathBuf, String)>> {
         built.push((plugin_type.to_string(), destination, digest));
     }
     // The plugin manifest `multus-wasm install` reads, and a copy of the set
-    // in deploy/plugins/ for `kubectl apply -k deploy/` (gitignored).
+    // in deploy/base/plugins/ for `kubectl apply -k deploy/` (gitignored).
     let manifest: serde_json::Map<String, serde_json::Value> = built
         .iter()
         .map(|(plugin_type, _, digest)| {
@@ -107,7 +107,7 @@ pub fn plugins() -> Result<Vec<(String, std::path::PathBuf, String)>> {
         })
         .collect();
     let manifest = serde_json::to_vec_pretty(&manifest).expect("json");
-    let deploy_dir = root.join("deploy/plugins");
+    let deploy_dir = root.join("deploy/base/plugins");
     std::fs::create_dir_all(&deploy_dir)
         .map_err(|err| format!("{}: {err}", deploy_dir.display()))?;
     for dir in [&out_dir, &deploy_dir] {

@@ -368,6 +368,7 @@ impl Daemon {
 /// thread), waiting for its first config file to appear.
 pub fn run(
     config_path: &Path,
+    metrics_address: Option<SocketAddr>,
     keep_config: Option<(InstallOptions, Duration)>,
 ) -> Result<(), DaemonError> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -402,8 +403,8 @@ pub fn run(
     tracing::info!(socket = %socket_path.display(), node = %config.node_name, "multus-wasm daemon serving");
     runtime.block_on(async {
         let unix = tokio::spawn(server::serve_unix(listener, daemon.clone()));
-        let tcp = config
-            .metrics_address
+        let tcp = metrics_address
+            .or(config.metrics_address)
             .map(|address| tokio::spawn(server::serve_tcp(address, daemon.clone())));
         server::shutdown_signal().await;
         tracing::info!("shutting down");
