@@ -30,24 +30,33 @@ const PODS: [(&str, &str, &str); 2] = [
     ),
 ];
 
-pub fn run() -> Result<()> {
+/// `cargo xtask demo [--mode thin|thick]`.
+pub fn run(args: &[String]) -> Result<()> {
+    let mode = match args {
+        [] => "thin",
+        [flag, mode] if flag == "--mode" && (mode == "thin" || mode == "thick") => mode.as_str(),
+        _ => return Err("usage: cargo xtask demo [--mode thin|thick]".into()),
+    };
     util::ensure_reference_plugins()?;
     if !util::is_root() {
         return Err("the demo creates network namespaces: run it as root".into());
     }
     let root = workspace_root();
-    util::run(
-        util::cargo()
-            .current_dir(&root)
-            .args(["build", "-p", "multus-wasm"]),
-    )?;
+    util::run(util::cargo().current_dir(&root).args([
+        "build",
+        "-p",
+        "multus-wasm",
+        "-p",
+        "multus-wasm-shim",
+    ]))?;
     let plugins = crate::plugins()?;
     let xtask = std::env::current_exe().map_err(|err| err.to_string())?;
     let mut command = Command::new("unshare");
     command
         .args(["--mount", "--propagation", "private", "--"])
         .arg(xtask)
-        .arg("demo-inner");
+        .arg("demo-inner")
+        .arg(mode);
     command.args(util::plugin_args(&plugins));
     util::run(&mut command)
 }
@@ -72,9 +81,44 @@ impl Drop for Cleanup {
     }
 }
 
-pub fn inner(plugin_args: &[String]) -> Result<()> {
+/// A daemon in the node namespace (thick mode), stopped on drop.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Daemon {
+    fn start(binary: &Path, config: &Path, socket: &Path) -> Result<Daemon> {
+        let child = Command::new("ip")
+            .args(["netns", "exec", NODE])
+            .arg(binary)
+            .args(["--log-level", "warn", "daemon", "--config"])
+            .arg(config)
+            .spawn()
+            .map_err(|err| format!("starting the daemon: {err}"))?;
+        let daemon = Daemon(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err("the daemon did not start".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(daemon)
+    }
+}
+
+pub fn inner(args: &[String]) -> Result<()> {
+    let [mode, plugin_args @ ..] = args else {
+        return Err("demo-inner: bad arguments".into());
+    };
+    let thick = mode == "thick";
     let root = workspace_root();
-    let binary = root.join("target/debug/multus-wasm");
+    let host_binary = root.join("target/debug/multus-wasm");
     let work = PathBuf::from("/tmp/multus-wasm-demo");
     cleanup();
     let _ = std::fs::remove_dir_all(&work);
@@ -134,7 +178,36 @@ pub fn inner(plugin_args: &[String]) -> Result<()> {
         "logLevel": "verbose",
         "logToStderr": false
     });
-    let config = serde_json::to_vec_pretty(&config).expect("json");
+    // Thin: kubelet execs multus-wasm with the host config. Thick: the
+    // daemon runs the host config; kubelet execs the shim with its own.
+    let (binary, config, _daemon) = if thick {
+        let mut daemon_config = config;
+        daemon_config["socketDir"] = json!(work.join("run"));
+        let path = work.join("daemon.conf");
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(&daemon_config).expect("json"),
+        )
+        .map_err(|err| err.to_string())?;
+        let daemon = Daemon::start(&host_binary, &path, &work.join("run/multus-wasm.sock"))?;
+        println!(
+            "=== thick mode: multus-wasm daemon serving {}",
+            work.join("run").display()
+        );
+        let shim_config = json!({"cniVersion": "1.0.0", "name": "multus-wasm-network",
+                                 "type": "multus-wasm-shim", "daemonSocketDir": work.join("run")});
+        (
+            root.join("target/debug/multus-wasm-shim"),
+            serde_json::to_vec_pretty(&shim_config).expect("json"),
+            Some(daemon),
+        )
+    } else {
+        (
+            host_binary,
+            serde_json::to_vec_pretty(&config).expect("json"),
+            None,
+        )
+    };
     let seed = root.join("deploy/examples/seed");
     std::fs::copy(
         seed.join("macvlan-conf.yaml"),

@@ -1,7 +1,8 @@
 //! `cargo xtask <command>`: the project's workflows.
 //!
 //! - `plugins`: release builds of the shipped plugins into `target/plugins/<type>.wasm`
-//! - `demo`: build everything and replay the seed scenario on this machine
+//! - `demo [--mode thin|thick]`: build everything and replay the seed scenario
+//!   on this machine (thick: through the shim and a node daemon)
 //! - `test`: install what the tests need, then run every test tier
 //! - `bench`: the side-by-side benchmark against the reference plugins
 //! - `fuzz`: a time-boxed run of every cargo-fuzz target in `fuzz/`
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
     let rest: Vec<String> = args.collect();
     let outcome = match command.as_str() {
         "plugins" => plugins().map(|_| ()),
-        "demo" => demo::run(),
+        "demo" => demo::run(&rest),
         "demo-inner" => demo::inner(&rest),
         "test" => test(&rest),
         "bench" => bench::run(&rest),
