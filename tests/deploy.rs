@@ -377,12 +377,12 @@ fn the_thick_daemonset_runs_the_daemon_with_what_it_needs() {
         .map(|arg| arg.as_str().unwrap())
         .collect();
     assert_eq!(&command[..2], ["/usr/local/bin/multus-wasm", "daemon"]);
-    let flags = flags(daemon);
-    assert_eq!(flags["config"], "/var/lib/multus-wasm/daemon.conf");
+    let daemon_flags = flags(daemon);
+    assert_eq!(daemon_flags["config"], "/var/lib/multus-wasm/daemon.conf");
     assert!(command.contains(&"--keep-config"));
     let init = &pod["initContainers"][0];
     assert_eq!(flags(init)["mode"], "thick");
-    assert_eq!(flags(init)["socket-dir"], flags["socket-dir"]);
+    assert_eq!(flags(init)["socket-dir"], daemon_flags["socket-dir"]);
     // The daemon reaches pod namespaces, the socket, the cache and IPAM
     // state, and the config at the host's own paths.
     let mounts: Vec<&str> = daemon["volumeMounts"]

@@ -862,6 +862,7 @@ mod tests {
             skip_binary_copy: true,
             readiness_indicator_file: None,
             service_account_dir: None,
+            thick: None,
         };
         // Returns (neither /dev/zero nor the FIFO is read), and follows the
         // files the ConfigMap links.
