@@ -153,6 +153,9 @@ impl Loaded {
 
 /// What concurrent calls share.
 pub struct Daemon {
+    /// The daemon's runtime: the API client, the caches, and each call's
+    /// netlink sockets run on it (a call blocks on it from its own thread).
+    runtime: Arc<tokio::runtime::Runtime>,
     config_path: PathBuf,
     loaded: RwLock<Loaded>,
     source: Arc<dyn NetworkSource>,
@@ -211,7 +214,11 @@ impl Daemon {
     /// Everything the daemon keeps warm: plugins loaded (compiled code from
     /// the cache), caches started on `handle` (with a kubeconfig) or the
     /// manifest directory.
-    pub fn new(config_path: &Path, handle: &tokio::runtime::Handle) -> Result<Self, DaemonError> {
+    pub fn new(
+        config_path: &Path,
+        runtime: Arc<tokio::runtime::Runtime>,
+    ) -> Result<Self, DaemonError> {
+        let handle = runtime.handle().clone();
         let stamp = modified(config_path);
         let config = DaemonConfig::load(config_path)?;
         let metrics = Arc::new(Metrics::new());
@@ -231,6 +238,7 @@ impl Daemon {
             None => (Arc::new(LocalSource::new(&config.host.manifest_dir)), None),
         };
         Ok(Daemon {
+            runtime,
             config_path: config_path.into(),
             loaded: RwLock::new(Loaded::new(config, stamp)),
             source,
@@ -356,7 +364,7 @@ impl Daemon {
     ) -> Result<impl Effects, CniError> {
         NodeEffects::with_source(
             config,
-            crate::node::runtime()?,
+            self.runtime.clone(),
             plugins,
             Box::new(SharedSource(self.source.clone())),
         )
@@ -391,12 +399,14 @@ pub fn run(
             std::thread::sleep(Duration::from_secs(1));
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|err| DaemonError::Start(format!("tokio runtime: {err}")))?;
-    let daemon = Arc::new(Daemon::new(config_path, runtime.handle())?);
+    let runtime = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|err| DaemonError::Start(format!("tokio runtime: {err}")))?,
+    );
+    let daemon = Arc::new(Daemon::new(config_path, runtime.clone())?);
     let (config, _) = daemon.current();
     let socket_path = config.socket_path();
     let listener = runtime.block_on(async { server::bind(&config.socket_dir) })?;
