@@ -37,6 +37,16 @@ pub fn run(args: &[String]) -> Result<()> {
         "-p",
         "multus-wasm-shim",
     ]))?;
+    // The shim as it ships: static (musl).
+    util::run(Command::new("rustup").args(["target", "add", crate::bench_thick::SHIM_TARGET]))?;
+    util::run(util::cargo().current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "multus-wasm-shim",
+        "--target",
+        crate::bench_thick::SHIM_TARGET,
+    ]))?;
     let plugins = crate::plugins()?;
     let binary = root.join("target/release/multus-wasm");
 

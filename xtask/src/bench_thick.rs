@@ -18,6 +18,37 @@ use serde_json::{Value, json};
 use crate::bench::{Netns, Run, median, ms, node_env, percentile, timed, write_json};
 use crate::util::Result;
 
+/// The shim's shipped target: a static binary for any Linux node.
+pub const SHIM_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// The static release shim (`cargo xtask bench` builds it).
+fn static_shim(binary: &Path) -> PathBuf {
+    binary
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/release")
+        .join(SHIM_TARGET)
+        .join("release/multus-wasm-shim")
+}
+
+/// Whether an ELF64 executable names a dynamic loader (a PT_INTERP
+/// program header): a static binary does not.
+fn has_interpreter(elf: &[u8]) -> bool {
+    let read = |at: usize, width: usize| -> usize {
+        elf.get(at..at + width)
+            .map(|bytes| {
+                bytes
+                    .iter()
+                    .rev()
+                    .fold(0usize, |value, byte| (value << 8) | *byte as usize)
+            })
+            .unwrap_or(0)
+    };
+    const PT_INTERP: usize = 3;
+    let (offset, size, count) = (read(0x20, 8), read(0x36, 2), read(0x38, 2));
+    (0..count).any(|index| read(offset + index * size, 4) == PT_INTERP)
+}
+
 /// A release daemon serving `config` (with `socketDir` set), killed on drop.
 struct Daemon {
     child: Child,
@@ -107,7 +138,24 @@ fn check(run: Run, what: &str) -> Result<Run> {
 /// Every thick measurement, printed; `ours_config` is thin mode's config
 /// for one seed attachment (delegates mode).
 pub fn run(binary: &Path, scratch: &Path, ours_config: &Value, iterations: usize) -> Result<()> {
-    let shim = binary.with_file_name("multus-wasm-shim");
+    let shim = static_shim(binary);
+    let size = std::fs::metadata(&shim)
+        .map_err(|err| format!("{}: {err}", shim.display()))?
+        .len();
+    let linkage = Command::new("file")
+        .arg(&shim)
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .unwrap_or_default();
+    println!(
+        "\n== thick mode: the shim ({SHIM_TARGET}) is {:.0} KiB (target <= 1024 KiB), {} ==",
+        size as f64 / 1024.0,
+        if linkage.contains("static") {
+            "statically linked"
+        } else {
+            "NOT statically linked"
+        }
+    );
     let dir = scratch.join("thick");
     let mut config = ours_config.clone();
     config["delegates"][0]["ipam"]["dataDir"] = json!(dir.join("ipam"));
