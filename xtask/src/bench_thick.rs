@@ -139,21 +139,14 @@ fn check(run: Run, what: &str) -> Result<Run> {
 /// for one seed attachment (delegates mode).
 pub fn run(binary: &Path, scratch: &Path, ours_config: &Value, iterations: usize) -> Result<()> {
     let shim = static_shim(binary);
-    let size = std::fs::metadata(&shim)
-        .map_err(|err| format!("{}: {err}", shim.display()))?
-        .len();
-    let linkage = Command::new("file")
-        .arg(&shim)
-        .output()
-        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
-        .unwrap_or_default();
+    let elf = std::fs::read(&shim).map_err(|err| format!("{}: {err}", shim.display()))?;
     println!(
         "\n== thick mode: the shim ({SHIM_TARGET}) is {:.0} KiB (target <= 1024 KiB), {} ==",
-        size as f64 / 1024.0,
-        if linkage.contains("static") {
-            "statically linked"
+        elf.len() as f64 / 1024.0,
+        if has_interpreter(&elf) {
+            "NOT statically linked (it names an ELF interpreter)"
         } else {
-            "NOT statically linked"
+            "statically linked"
         }
     );
     let dir = scratch.join("thick");
