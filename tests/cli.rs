@@ -8,10 +8,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::{Value, json};
-use support::BINARY;
+use support::binary;
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BINARY)
+    Command::new(binary())
         .args(args)
         .env_remove("CNI_COMMAND")
         .output()
@@ -249,14 +249,14 @@ fn run_uses_a_scratch_store_for_ipam_and_the_state_dir_when_given() {
             state.display().to_string(),
         ]
     };
-    let first = Command::new(BINARY).args(args("c1")).output().unwrap();
+    let first = Command::new(binary()).args(args("c1")).output().unwrap();
     assert!(first.status.success(), "{first:?}");
     assert_eq!(
         stdout_json(&first)["result"]["ips"][0]["address"],
         "10.9.0.2/29"
     );
     assert_eq!(stdout_json(&first)["ops"], json!([]));
-    let second = Command::new(BINARY).args(args("c2")).output().unwrap();
+    let second = Command::new(binary()).args(args("c2")).output().unwrap();
     assert_eq!(
         stdout_json(&second)["result"]["ips"][0]["address"],
         "10.9.0.3/29"
@@ -352,7 +352,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn cni_version_is_answered_per_spec() {
-    let mut child = Command::new(BINARY)
+    let mut child = Command::new(binary())
         .env("CNI_COMMAND", "VERSION")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -378,7 +378,7 @@ fn cni_version_is_answered_per_spec() {
 }
 
 fn status(config: &Value) -> Output {
-    let mut child = Command::new(BINARY)
+    let mut child = Command::new(binary())
         .env_clear()
         .env("CNI_COMMAND", "STATUS")
         .env("CNI_PATH", "/usr/lib/cni")

@@ -11,7 +11,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::BINARY;
 
 struct FakeNode {
     root: tempfile::TempDir,
@@ -71,7 +70,7 @@ impl FakeNode {
             "--plugin-dir".into(),
             self.plugin_dir.display().to_string(),
             "--binary".into(),
-            BINARY.into(),
+            support::binary().display().to_string(),
         ]
     }
 
@@ -86,7 +85,7 @@ impl FakeNode {
 }
 
 fn install(args: &[String]) -> Output {
-    Command::new(BINARY)
+    Command::new(support::binary())
         .args(args)
         .output()
         .expect("run install")
@@ -130,7 +129,7 @@ fn install_copies_the_binary_verifies_and_precompiles_plugins_and_writes_the_con
     let binary = node.path("/opt/cni/bin/multus-wasm");
     assert_eq!(
         std::fs::read(&binary).unwrap(),
-        std::fs::read(BINARY).unwrap()
+        std::fs::read(support::binary()).unwrap()
     );
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -179,7 +178,7 @@ fn install_copies_the_binary_verifies_and_precompiles_plugins_and_writes_the_con
             .to_string(),
     )
     .unwrap();
-    let run = Command::new(BINARY)
+    let run = Command::new(support::binary())
         .args([
             "plugin",
             "run",
@@ -233,7 +232,7 @@ fn an_old_primary_gets_a_conf_and_the_service_account_a_kubeconfig() {
         "--service-account-dir".into(),
         account.path().display().to_string(),
     ]);
-    let output = Command::new(BINARY)
+    let output = Command::new(support::binary())
         .args(&args)
         .env("KUBERNETES_SERVICE_HOST", "10.96.0.1")
         .env("KUBERNETES_SERVICE_PORT", "443")
@@ -291,7 +290,7 @@ fn watch_regenerates_the_config_and_removes_it_on_shutdown() {
         "--cleanup-on-exit".into(),
         "--skip-binary-copy".into(),
     ]);
-    let mut child = Command::new(BINARY)
+    let mut child = Command::new(support::binary())
         .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -374,7 +373,7 @@ fn watch_regenerates_the_config_and_removes_it_on_shutdown() {
 #[test]
 fn verify_and_compile_report_on_the_plugin_set() {
     let node = FakeNode::new();
-    let output = Command::new(BINARY)
+    let output = Command::new(support::binary())
         .args(["plugin", "verify"])
         .arg(&node.plugin_dir)
         .output()
@@ -385,7 +384,7 @@ fn verify_and_compile_report_on_the_plugin_set() {
     assert_eq!(report["macvlan"]["abiVersion"], "0.1.0");
     assert_eq!(report["host-local"]["world"], "ipam");
     std::fs::write(node.plugin_dir.join("static.wasm"), b"not even wasm").unwrap();
-    let output = Command::new(BINARY)
+    let output = Command::new(support::binary())
         .args(["plugin", "verify"])
         .arg(&node.plugin_dir)
         .output()
@@ -411,7 +410,7 @@ fn verify_and_compile_report_on_the_plugin_set() {
     )
     .unwrap();
     let first: Value = serde_json::from_slice(
-        &Command::new(BINARY)
+        &Command::new(support::binary())
             .args(["plugin", "compile", "--config"])
             .arg(&config)
             .output()
@@ -421,7 +420,7 @@ fn verify_and_compile_report_on_the_plugin_set() {
     .unwrap();
     assert_eq!(first["macvlan"]["cache"], "compiled");
     let second: Value = serde_json::from_slice(
-        &Command::new(BINARY)
+        &Command::new(support::binary())
             .args(["plugin", "compile", "--config"])
             .arg(&config)
             .output()
@@ -547,7 +546,7 @@ impl Mount {
     /// the state dir is our config), failing the test if it runs longer
     /// than 20 s.
     fn run_install(&self) -> Ran {
-        let mut child = Command::new(BINARY)
+        let mut child = Command::new(support::binary())
             .arg("install")
             .arg("--host-root")
             .arg(self.path("host"))

@@ -309,6 +309,12 @@ fn a_failure_at_every_op_index_leaves_nothing_behind() {
 fn a_plan_that_breaks_policy_is_refused_with_nothing_applied() {
     let node = Node::new();
     let dir = scratch();
+    // A new namespace inherits the host's IPv4 forwarding (1 on a Kubernetes
+    // node or a Docker host): the plan asks for the other value, so that
+    // applying it would show.
+    let pod = Netns::new("mwp");
+    let forwarding = pod.sysctl("net/ipv4/conf/all/forwarding");
+    let flipped = if forwarding == "0" { "1" } else { "0" };
     let mut config = delegates_config(
         dir.path(),
         vec![json!({
@@ -316,12 +322,11 @@ fn a_plan_that_breaks_policy_is_refused_with_nothing_applied() {
             "ops": [
                 {"op": "create-macvlan", "name": "net1", "master": "ens3"},
                 {"op": "set-link-up", "link": "net1"},
-                {"op": "set-sysctl", "key": "net/ipv4/conf/all/forwarding", "value": "1"}
+                {"op": "set-sysctl", "key": "net/ipv4/conf/all/forwarding", "value": flipped}
             ]
         })],
     );
     config["wasmPlugins"]["hostile"] = support::plugin(test_artifacts::HOSTILE);
-    let pod = Netns::new("mwp");
     let mut cni = Cni::new(&node, &pod, "evil");
     cni.ifname = "net1".into();
     let output = cni.call("ADD", &config);
@@ -335,7 +340,11 @@ fn a_plan_that_breaks_policy_is_refused_with_nothing_applied() {
         output.stdout
     );
     assert!(!pod.has_link("net1"), "nothing may be applied");
-    assert_eq!(pod.sysctl("net/ipv4/conf/all/forwarding"), "0");
+    assert_eq!(
+        pod.sysctl("net/ipv4/conf/all/forwarding"),
+        forwarding,
+        "the refused plan changed forwarding"
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{
-    BINARY, Cni, CniOutput, Netns, Node, delegates_config, files, scratch, seed_netconf, unique,
+    Cni, CniOutput, Netns, Node, binary, delegates_config, files, scratch, seed_netconf, unique,
 };
 
 const REFERENCE_HOST_LOCAL: &str = "/usr/lib/cni/host-local";
@@ -162,7 +162,7 @@ fn spawn_binary_nsenter(cni: &Cni, command: &str, stdin: &[u8]) -> Child {
     let mut launcher = Command::new("nsenter");
     launcher
         .arg(format!("--net={}", cni.node.netns.path()))
-        .arg(BINARY);
+        .arg(binary());
     spawn(launcher, &cni_env(cni, command), stdin)
 }
 
@@ -186,7 +186,7 @@ fn call_with_env(
     let mut launcher = Command::new("ip");
     launcher
         .args(["netns", "exec", &cni.node.netns.name])
-        .arg(BINARY);
+        .arg(binary());
     wait(spawn(launcher, &env, stdin))
 }
 

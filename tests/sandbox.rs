@@ -312,7 +312,7 @@ fn plugin_run(plugin: &str, netconf: Value, extra: &[&str]) -> Run {
     let config = dir.path().join("netconf.json");
     std::fs::write(&config, netconf.to_string()).unwrap();
     let started = Instant::now();
-    let mut child = Command::new(support::BINARY)
+    let mut child = Command::new(support::binary())
         .args(["plugin", "run", plugin, "--command", "ADD", "--config"])
         .arg(&config)
         .arg("--no-cache")

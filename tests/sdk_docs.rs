@@ -55,7 +55,7 @@ fn the_example_component_plans_its_route() {
     for name in ["netconf.json", "prev.json"] {
         std::fs::write(dir.path().join(name), &docs[name]).unwrap();
     }
-    let output = Command::new(support::BINARY)
+    let output = Command::new(support::binary())
         .args([
             "plugin",
             "run",
@@ -147,14 +147,14 @@ fn the_walkthrough_works_from_cargo_new() {
         "wasm32-unknown-unknown",
     ]));
     let wasm = krate.join("target/wasm32-unknown-unknown/release/fixed_route.wasm");
-    let inspect = run(Command::new(support::BINARY)
+    let inspect = run(Command::new(support::binary())
         .arg("plugin")
         .arg("inspect")
         .arg(&wasm));
     let inspection: Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(inspection["world"], "delegate");
     assert_eq!(inspection["usesWasi"], false);
-    let plan = run(Command::new(support::BINARY)
+    let plan = run(Command::new(support::binary())
         .current_dir(&krate)
         .arg("plugin")
         .arg("run")

@@ -63,7 +63,7 @@ impl BinDir {
                 .unwrap();
         }
         for name in ["multus-wasm", "innocent"] {
-            std::fs::copy(support::BINARY, dir.join(name)).unwrap();
+            std::fs::copy(support::binary(), dir.join(name)).unwrap();
         }
         std::os::unix::fs::symlink("/bin/sh", dir.join("sh")).unwrap();
         let marker = cluster.path("ran");

@@ -20,7 +20,7 @@ use support::{Cni, CniOutput, Netns};
 /// The shim, built beside the host binary (`cargo build -p
 /// multus-wasm-shim`; `cargo xtask test` builds every binary first).
 fn shim() -> PathBuf {
-    let path = PathBuf::from(support::BINARY).with_file_name("multus-wasm-shim");
+    let path = support::binary().with_file_name("multus-wasm-shim");
     assert!(
         path.exists(),
         "{} is missing: build it first (cargo build -p multus-wasm-shim; cargo xtask test does this)",
@@ -57,7 +57,7 @@ impl Daemon {
             .unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &cluster.node.netns.name])
-            .arg(support::BINARY)
+            .arg(support::binary())
             .args(["--log-level", "debug", "daemon", "--config"])
             .arg(&config)
             .env_clear()

@@ -1,5 +1,9 @@
 //! Build the guests with a nested cargo, as wasmtime's test-programs do.
 //!
+//! The guests are the ones the workspace lists once, in the root
+//! `Cargo.toml`'s `[workspace.metadata.multus-wasm]` (`shipped` and
+//! `test-guests`; `wasip2 = true` also builds one for `wasm32-wasip2`).
+//!
 //! The nested cargo gets its own target directory (sharing the outer one
 //! deadlocks `cargo test`) and none of the variables the outer cargo or
 //! clippy set for rustc, so a guest warning cannot break the outer build.
@@ -13,40 +17,108 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use serde::Deserialize;
 use wasm_encoder::{
     BlockType, CodeSection, ComponentSection, Encode, Function, FunctionSection, InstanceSection,
     Instruction, MemArg, MemorySection, MemoryType, Module, ModuleArg, ModuleSection, RefType,
     StartSection, TableSection, TableType, TypeSection, ValType,
 };
 
-/// (package, also built for wasm32-wasip2)
-const GUESTS: &[(&str, bool)] = &[
-    ("macvlan", true),
-    ("host-local", false),
-    ("static", false),
-    ("hostile", true),
-    ("bad-import", false),
-    ("abi-future", false),
-    ("fixed-route", false),
-];
+/// The parts of the root `Cargo.toml` read here.
+#[derive(Deserialize)]
+struct RootManifest {
+    workspace: Workspace,
+}
 
-/// Directories whose contents feed the guests.
-const INPUTS: &[&str] = &[
-    "guest-sdk",
-    "plugins-wasm/macvlan",
-    "plugins-wasm/host-local",
-    "plugins-wasm/static",
-    "tests/guests",
-    "examples",
-    "Cargo.toml",
-    "Cargo.lock",
-];
+#[derive(Deserialize)]
+struct Workspace {
+    members: Vec<String>,
+    metadata: WorkspaceMetadata,
+}
+
+#[derive(Deserialize)]
+struct WorkspaceMetadata {
+    #[serde(rename = "multus-wasm")]
+    multus_wasm: GuestLists,
+}
+
+#[derive(Deserialize)]
+struct GuestLists {
+    shipped: Vec<Guest>,
+    #[serde(rename = "test-guests")]
+    test_guests: Vec<Guest>,
+}
+
+#[derive(Deserialize)]
+struct Guest {
+    package: String,
+    /// Also built for wasm32-wasip2.
+    #[serde(default)]
+    wasip2: bool,
+}
+
+#[derive(Deserialize)]
+struct MemberManifest {
+    package: Option<MemberPackage>,
+}
+
+#[derive(Deserialize)]
+struct MemberPackage {
+    name: String,
+}
+
+/// Every guest of the root manifest's lists, and the files whose changes
+/// must rebuild them: the manifest and lockfile, the cargo config (the
+/// guests' linker flags), the SDK and each guest's package directory.
+fn guests(workspace: &Path) -> (Vec<Guest>, Vec<PathBuf>) {
+    let manifest_path = workspace.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest_path).unwrap();
+    let manifest: RootManifest = basic_toml::from_str(&text)
+        .unwrap_or_else(|err| panic!("{}: {err}", manifest_path.display()));
+    let lists = manifest.workspace.metadata.multus_wasm;
+    let guests: Vec<Guest> = lists.shipped.into_iter().chain(lists.test_guests).collect();
+    let mut inputs: Vec<PathBuf> = [
+        manifest_path,
+        workspace.join("Cargo.lock"),
+        workspace.join(".cargo"),
+        workspace.join("guest-sdk"),
+    ]
+    .into_iter()
+    .filter(|path| path.exists())
+    .collect();
+    for guest in &guests {
+        let member = manifest
+            .workspace
+            .members
+            .iter()
+            .map(|member| workspace.join(member))
+            .find(|dir| {
+                let path = dir.join("Cargo.toml");
+                let text = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+                let member: MemberManifest = basic_toml::from_str(&text)
+                    .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+                member
+                    .package
+                    .is_some_and(|package| package.name == guest.package)
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "guest {} (Cargo.toml, [workspace.metadata.multus-wasm]) is not a workspace member",
+                    guest.package
+                )
+            });
+        inputs.push(member);
+    }
+    (guests, inputs)
+}
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let workspace = manifest_dir.join("../..").canonicalize().unwrap();
-    for input in INPUTS {
-        rerun_for(&workspace.join(input));
+    let (guests, inputs) = guests(&workspace);
+    for input in &inputs {
+        rerun_for(input);
     }
     let target_dir = workspace.join("target/wasm-guests");
 
@@ -54,17 +126,20 @@ fn main() {
         &workspace,
         &target_dir,
         "wasm32-unknown-unknown",
-        GUESTS.iter().map(|g| g.0),
+        guests.iter().map(|guest| guest.package.as_str()),
     );
     build(
         &workspace,
         &target_dir,
         "wasm32-wasip2",
-        GUESTS.iter().filter(|g| g.1).map(|g| g.0),
+        guests
+            .iter()
+            .filter(|guest| guest.wasip2)
+            .map(|guest| guest.package.as_str()),
     );
 
     let mut out = String::new();
-    for (package, wasip2) in GUESTS {
+    for Guest { package, wasip2 } in &guests {
         let constant = package.to_uppercase().replace('-', "_");
         let file = package.replace('-', "_");
         let path = target_dir.join(format!("wasm32-unknown-unknown/guest/{file}.wasm"));

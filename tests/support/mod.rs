@@ -1,6 +1,7 @@
 //! Shared by the integration tests: unique names, network namespaces that
 //! clean up after themselves, the built guests with their digests, and
-//! running the real `multus-wasm` binary with the CNI protocol.
+//! running the real `multus-wasm` binary (see [`binary`]) with the CNI
+//! protocol.
 //!
 //! Every test that touches the kernel uses its own "node" namespace (with its
 //! own veth `ens3`), its own pod namespaces and its own directories, so the
@@ -14,11 +15,97 @@ pub mod cluster;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
-pub const BINARY: &str = env!("CARGO_BIN_EXE_multus-wasm");
+/// The `multus-wasm` executable under test: `<target>/<profile>/multus-wasm`,
+/// where cargo put it, beside the `deps/` directory that holds this test
+/// executable (`<target>/<profile>/deps/<suite>-<hash>`).
+///
+/// cargo sets `CARGO_BIN_EXE_multus-wasm` only for the host package's own
+/// tests, and these suites are another package, so nothing builds the binary
+/// for them: `cargo build -p multus-wasm` does (so do `cargo xtask test` and
+/// `cargo test --workspace`). Panics, saying so, when it is missing or when a
+/// source file it was built from is newer than it (the file list is its
+/// dep-info `multus-wasm.d`, the one cargo checks itself), so a suite never
+/// runs a stale binary.
+pub fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(locate_binary)
+}
+
+fn locate_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let deps = exe.parent().filter(|dir| dir.ends_with("deps"));
+    let Some(profile_dir) = deps.and_then(Path::parent) else {
+        panic!(
+            "{} is not in a cargo target directory (<target>/<profile>/deps/): \
+             cannot find multus-wasm beside it",
+            exe.display()
+        );
+    };
+    let build = match profile_dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") => "cargo build -p multus-wasm".to_string(),
+        Some("release") => "cargo build -p multus-wasm --release".to_string(),
+        Some(profile) => format!("cargo build -p multus-wasm --profile {profile}"),
+        None => "cargo build -p multus-wasm".to_string(),
+    };
+    let binary = profile_dir.join("multus-wasm");
+    let built = modified(&binary).unwrap_or_else(|err| {
+        panic!(
+            "{}: {err}: build it first: {build} (cargo xtask test does this)",
+            binary.display()
+        )
+    });
+    let dep_info = profile_dir.join("multus-wasm.d");
+    if let Ok(text) = std::fs::read_to_string(&dep_info) {
+        for source in dep_info_sources(&text) {
+            let changed = modified(&source).map_or(true, |time| time > built);
+            assert!(
+                !changed,
+                "{} is older than {} (changed or removed since it was built): \
+                 rebuild it: {build} (cargo xtask test does this)",
+                binary.display(),
+                source.display()
+            );
+        }
+    }
+    binary
+}
+
+fn modified(path: &Path) -> std::io::Result<SystemTime> {
+    std::fs::metadata(path)?.modified()
+}
+
+/// The prerequisites of a Makefile-style dep-info file (`target: a b\ c`).
+fn dep_info_sources(text: &str) -> Vec<PathBuf> {
+    let mut sources = Vec::new();
+    for line in text.lines() {
+        let Some((_, prerequisites)) = line.split_once(": ") else {
+            continue;
+        };
+        let mut current = String::new();
+        let mut chars = prerequisites.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => current.extend(chars.next()),
+                ' ' | '\t' => {
+                    if !current.is_empty() {
+                        sources.push(PathBuf::from(std::mem::take(&mut current)));
+                    }
+                }
+                _ => current.push(c),
+            }
+        }
+        if !current.is_empty() {
+            sources.push(PathBuf::from(current));
+        }
+    }
+    sources
+}
 
 /// Fail (never skip) when the test cannot run here.
 pub fn require_root() {
@@ -67,14 +154,26 @@ pub fn sh_ok(args: &[&str]) -> bool {
 /// A network namespace, deleted on drop.
 pub struct Netns {
     pub name: String,
+    /// Links the kernel created with the namespace besides `lo`: the
+    /// fallback devices of loaded tunnel modules (`tunl0` with ipip, as on
+    /// Calico nodes, `sit0`, `gre0`, ...), which depend on the host.
+    pub host_links: Vec<String>,
 }
 
 impl Netns {
     pub fn new(prefix: &str) -> Netns {
         let name = unique(prefix);
         sh(&["ip", "netns", "add", &name]);
-        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        Netns { name }
+        let mut netns = Netns {
+            name,
+            host_links: Vec::new(),
+        };
+        netns.host_links = all_link_names(&netns)
+            .into_iter()
+            .filter(|link| link != "lo")
+            .collect();
+        netns.ip(&["link", "set", "lo", "up"]);
+        netns
     }
 
     pub fn path(&self) -> String {
@@ -143,8 +242,17 @@ impl Drop for Netns {
     }
 }
 
-/// Names of the links of `netns`, sorted.
+/// Names of the links of `netns`, sorted, without the ones the host's
+/// kernel put in every new namespace ([`Netns::host_links`]): `["lo"]` for
+/// a namespace nothing was added to, on any host.
 pub fn link_names(netns: &Netns) -> Vec<String> {
+    all_link_names(netns)
+        .into_iter()
+        .filter(|link| !netns.host_links.contains(link))
+        .collect()
+}
+
+fn all_link_names(netns: &Netns) -> Vec<String> {
     let mut names: Vec<String> = netns
         .ip_json(&["link", "show"])
         .as_array()
@@ -314,7 +422,7 @@ impl<'a> Cni<'a> {
     pub fn new(node: &'a Node, pod: &Netns, container_id: &str) -> Cni<'a> {
         Cni {
             node,
-            binary: PathBuf::from(BINARY),
+            binary: binary().to_path_buf(),
             container_id: container_id.into(),
             netns: pod.path(),
             ifname: "eth0".into(),

@@ -3,21 +3,28 @@
 //! - `plugins`: release builds of the shipped plugins into `target/plugins/<type>.wasm`
 //! - `demo [--mode thin|thick]`: build everything and replay the seed scenario
 //!   on this machine (thick: through the shim and a node daemon)
-//! - `test`: install what the tests need, then run every test tier
+//! - `test [unit|component|netns|all]`: install what the tests need, then
+//!   run one test tier or all of them (see `test.rs`)
+//! - `clippy`: clippy with `-D warnings` on every target of the workspace,
+//!   then on the SDK and every guest for `wasm32-unknown-unknown`
 //! - `bench`: the side-by-side benchmark against the reference plugins
 //! - `fuzz`: a time-boxed run of every cargo-fuzz target in `fuzz/`
+//!
+//! The guests are listed once, in the root `Cargo.toml`
+//! (`[workspace.metadata.multus-wasm]`).
 
 mod bench;
 mod bench_thick;
 mod demo;
 mod fuzz;
+mod test;
 mod util;
 
 use std::process::ExitCode;
 
-use util::{Result, workspace_root};
+use util::{Result, Timings, workspace_root};
 
-const USAGE: &str = "usage: cargo xtask <plugins|demo|test|bench|fuzz> [args]";
+const USAGE: &str = "usage: cargo xtask <plugins|demo|test|clippy|bench|fuzz> [args]";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -27,7 +34,8 @@ fn main() -> ExitCode {
         "plugins" => plugins().map(|_| ()),
         "demo" => demo::run(&rest),
         "demo-inner" => demo::inner(&rest),
-        "test" => test(&rest),
+        "test" => test::run(&rest),
+        "clippy" => clippy(&rest),
         "bench" => bench::run(&rest),
         "bench-inner" => bench::inner(&rest),
         "fuzz" => fuzz::run(&rest),
@@ -42,17 +50,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// The shipped plugins: (package, plugin type).
-pub const PLUGINS: &[(&str, &str)] = &[
-    ("macvlan", "macvlan"),
-    ("host-local", "host-local"),
-    ("static", "static"),
-];
-
 /// Build the shipped plugins (profile `guest`, no WASI) and copy them to
 /// `target/plugins/<type>.wasm`; returns (type, path, sha256).
 pub fn plugins() -> Result<Vec<(String, std::path::PathBuf, String)>> {
     util::ensure_wasm_targets()?;
+    let shipped = util::guests()?.shipped;
     let root = workspace_root();
     let target_dir = root.join("target/wasm-guests");
     let mut command = util::cargo();
@@ -67,17 +69,18 @@ pub fn plugins() -> Result<Vec<(String, std::path::PathBuf, String)>> {
             "--target-dir",
         ])
         .arg(&target_dir);
-    for (package, _) in PLUGINS {
-        command.args(["-p", package]);
+    for plugin in &shipped {
+        command.args(["-p", &plugin.package]);
     }
     util::run(&mut command)?;
     let out_dir = root.join("target/plugins");
     std::fs::create_dir_all(&out_dir).map_err(|err| format!("{}: {err}", out_dir.display()))?;
     let mut built = Vec::new();
-    for (package, plugin_type) in PLUGINS {
+    for plugin in &shipped {
+        let plugin_type = &plugin.plugin_type;
         let source = target_dir.join(format!(
             "wasm32-unknown-unknown/guest/{}.wasm",
-            package.replace('-', "_")
+            plugin.package.replace('-', "_")
         ));
         let destination = out_dir.join(format!("{plugin_type}.wasm"));
         std::fs::copy(&source, &destination).map_err(|err| {
@@ -121,24 +124,40 @@ pub fn plugins() -> Result<Vec<(String, std::path::PathBuf, String)>> {
     Ok(built)
 }
 
-/// Every test tier: unit tests, component tests, netns suites,
-/// differential tests against the reference plugins.
-fn test(extra: &[String]) -> Result<()> {
-    util::ensure_wasm_targets()?;
-    util::ensure_reference_plugins()?;
-    if !util::is_root() {
-        return Err(
-            "the netns suites need root (CAP_NET_ADMIN, CAP_SYS_ADMIN): run as root".into(),
-        );
-    }
+/// Clippy with `-D warnings`: every target of every workspace package on
+/// the host, then the SDK and every guest for `wasm32-unknown-unknown`.
+/// Arguments go to both clippy runs, before the lint flags.
+fn clippy(extra: &[String]) -> Result<()> {
+    let guests = util::guests()?;
     let root = workspace_root();
-    let mut command = util::cargo();
-    command
-        .current_dir(&root)
-        .args(["test", "--workspace", "--locked"])
-        .args(extra);
-    util::run(&mut command)?;
-    // A bounded fuzzing run of the parsers (annotations, netconf, results,
-    // CNI env), 10 s per target.
-    fuzz::run(&["--seconds".into(), "10".into()])
+    let mut timings = Timings::default();
+    let outcome = (|| {
+        timings.step("clippy host (workspace, all targets)", || {
+            util::run(
+                util::cargo()
+                    .current_dir(&root)
+                    .args(["clippy", "--workspace", "--all-targets", "--locked"])
+                    .args(extra)
+                    .args(["--", "-D", "warnings"]),
+            )
+        })?;
+        timings.step("clippy wasm (SDK, guests)", || {
+            util::ensure_wasm_targets()?;
+            let mut command = util::cargo();
+            command.current_dir(&root).args([
+                "clippy",
+                "--locked",
+                "--target",
+                "wasm32-unknown-unknown",
+                "-p",
+                "guest-sdk",
+            ]);
+            for package in guests.packages() {
+                command.args(["-p", package]);
+            }
+            util::run(command.args(extra).args(["--", "-D", "warnings"]))
+        })
+    })();
+    timings.print();
+    outcome
 }

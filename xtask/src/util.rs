@@ -2,8 +2,103 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
 
 pub type Result<T> = std::result::Result<T, String>;
+
+/// The guests, as the root `Cargo.toml` lists them once
+/// (`[workspace.metadata.multus-wasm]`; tests/artifacts/build.rs reads the
+/// same lists).
+#[derive(Debug, Deserialize)]
+pub struct Guests {
+    /// The shipped plugins.
+    pub shipped: Vec<Shipped>,
+    /// Guests only the tests load.
+    #[serde(rename = "test-guests")]
+    pub test_guests: Vec<TestGuest>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Shipped {
+    pub package: String,
+    #[serde(rename = "type")]
+    pub plugin_type: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TestGuest {
+    pub package: String,
+}
+
+impl Guests {
+    /// Every guest package, shipped first.
+    pub fn packages(&self) -> Vec<&str> {
+        self.shipped
+            .iter()
+            .map(|guest| guest.package.as_str())
+            .chain(self.test_guests.iter().map(|guest| guest.package.as_str()))
+            .collect()
+    }
+}
+
+pub fn guests() -> Result<Guests> {
+    #[derive(Deserialize)]
+    struct Manifest {
+        workspace: Workspace,
+    }
+    #[derive(Deserialize)]
+    struct Workspace {
+        metadata: Metadata,
+    }
+    #[derive(Deserialize)]
+    struct Metadata {
+        #[serde(rename = "multus-wasm")]
+        multus_wasm: Guests,
+    }
+    let path = workspace_root().join("Cargo.toml");
+    let text =
+        std::fs::read_to_string(&path).map_err(|err| format!("{}: {err}", path.display()))?;
+    let manifest: Manifest = basic_toml::from_str(&text).map_err(|err| {
+        format!(
+            "{}: [workspace.metadata.multus-wasm]: {err}",
+            path.display()
+        )
+    })?;
+    Ok(manifest.workspace.metadata.multus_wasm)
+}
+
+/// Named steps and how long each took, printed as a table at the end.
+#[derive(Debug, Default)]
+pub struct Timings {
+    steps: Vec<(String, Duration, bool)>,
+}
+
+impl Timings {
+    /// Run `step`, recording its wall-clock time and whether it passed.
+    pub fn step<T>(&mut self, name: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
+        eprintln!("== {name}");
+        let started = Instant::now();
+        let outcome = step();
+        self.steps
+            .push((name.to_string(), started.elapsed(), outcome.is_ok()));
+        outcome
+    }
+
+    pub fn print(&self) {
+        if self.steps.is_empty() {
+            return;
+        }
+        let total: Duration = self.steps.iter().map(|(_, time, _)| *time).sum();
+        eprintln!("\nwall-clock time per step:");
+        for (name, time, ok) in &self.steps {
+            let outcome = if *ok { "" } else { "  FAILED" };
+            eprintln!("  {name:<38} {:>7.1}s{outcome}", time.as_secs_f64());
+        }
+        eprintln!("  {:<38} {:>7.1}s", "total", total.as_secs_f64());
+    }
+}
 
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
