@@ -132,7 +132,18 @@ fn shim_netconf(cluster: &Cluster) -> Value {
 
 /// A CNI call through the shim for pod `name` in `pod`.
 fn through_shim<'a>(cluster: &'a Cluster, pod: &Netns, name: &str, container: &str) -> Cni<'a> {
-    let mut cni = cluster.cni_named(pod, name, container, &format!("uid-{name}"));
+    through_shim_as(cluster, pod, name, container, &format!("uid-{name}"))
+}
+
+/// A CNI call through the shim for pod `name` with kubelet's pod UID `uid`.
+fn through_shim_as<'a>(
+    cluster: &'a Cluster,
+    pod: &Netns,
+    name: &str,
+    container: &str,
+    uid: &str,
+) -> Cni<'a> {
+    let mut cni = cluster.cni_named(pod, name, container, uid);
     cni.binary = shim();
     cni
 }
@@ -297,4 +308,160 @@ fn the_daemon_serves_health_and_metrics_and_refuses_bad_requests() {
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+}
+
+/// Wait until the daemon's metrics hold `line`.
+fn wait_metric(daemon: &Daemon, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = daemon.metrics();
+        if metrics.lines().any(|seen| seen == line) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{line} never appeared in the metrics:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The GETs of single objects the daemon sent to the API server.
+fn object_gets(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .server()
+        .requests()
+        .into_iter()
+        .filter(|request| {
+            request.starts_with("GET ")
+                && (request.contains("/pods/")
+                    || request.contains("/network-attachment-definitions/"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_seed_scenario_from_the_api_reads_pods_and_nads_from_the_caches() {
+    let cluster = Cluster::api();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    cluster.add_pod_named("samplepod", "uid-samplepod", "macvlan-conf");
+    let daemon = Daemon::start(&cluster);
+    wait_metric(&daemon, r#"multus_wasm_cache_objects{kind="pods"} 1"#);
+    wait_metric(&daemon, r#"multus_wasm_cache_objects{kind="nads"} 1"#);
+
+    let pod = Netns::new("mwthk");
+    let cni = through_shim(&cluster, &pod, "samplepod", "api-one");
+    call(&cluster, &cni, "ADD").ok();
+    assert_eq!(pod.addresses("net1"), vec!["192.168.1.200/24"]);
+    let status = cluster.network_status_from_api();
+    assert_eq!(status[1]["name"], "default/macvlan-conf", "{status}");
+    assert_eq!(status[1]["ips"], json!(["192.168.1.200"]), "{status}");
+    call(&cluster, &cni, "DEL").ok();
+    cluster.assert_nothing_left(&pod, "after the first pod");
+
+    // The pod is deleted and created again with another UID: the caches
+    // follow the watch.
+    cluster.server().delete_pod("default", "samplepod");
+    wait_metric(&daemon, r#"multus_wasm_cache_objects{kind="pods"} 0"#);
+    cluster.add_pod_named("samplepod", "uid-samplepod-2", "macvlan-conf,macvlan-conf");
+    wait_metric(&daemon, r#"multus_wasm_cache_objects{kind="pods"} 1"#);
+    let pod = Netns::new("mwthk");
+    let cni = through_shim_as(&cluster, &pod, "samplepod", "api-two", "uid-samplepod-2");
+    call(&cluster, &cni, "ADD").ok();
+    assert_eq!(pod.addresses("net1"), vec!["192.168.1.201/24"]);
+    assert_eq!(pod.addresses("net2"), vec!["192.168.1.202/24"]);
+    call(&cluster, &cni, "DEL").ok();
+    cluster.assert_nothing_left(&pod, "after the second pod");
+
+    // Every pod and NAD came from the caches: the only requests for one
+    // object are the status writes.
+    assert_eq!(object_gets(&cluster), Vec::<String>::new());
+    let patches = cluster
+        .server()
+        .requests()
+        .into_iter()
+        .filter(|request| request == "PATCH /api/v1/namespaces/default/pods/samplepod/status")
+        .count();
+    assert!(patches >= 2, "{:?}", cluster.server().requests());
+    assert!(
+        daemon
+            .metrics()
+            .lines()
+            .all(|line| !line.starts_with("multus_wasm_api_gets_total{")),
+        "no API GET counted"
+    );
+}
+
+#[test]
+fn a_pod_the_cache_does_not_hold_is_read_from_the_api() {
+    let cluster = Cluster::api();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    let daemon = Daemon::start(&cluster);
+    // Not in this node's cache (the watch selects spec.nodeName=node-1), as
+    // a pod the watch has not delivered yet.
+    cluster.server().add_pod_on_node(
+        "default",
+        "samplepod",
+        "uid-lagging",
+        "node-2",
+        json!({"k8s.v1.cni.cncf.io/networks": "macvlan-conf"}),
+    );
+    let pod = Netns::new("mwthk");
+    let cni = through_shim_as(&cluster, &pod, "samplepod", "lag", "uid-lagging");
+    call(&cluster, &cni, "ADD").ok();
+    assert_eq!(pod.addresses("net1"), vec!["192.168.1.200/24"]);
+    assert_eq!(
+        object_gets(&cluster),
+        vec!["GET /api/v1/namespaces/default/pods/samplepod".to_string()]
+    );
+    wait_metric(&daemon, r#"multus_wasm_api_gets_total{kind="pods"} 1"#);
+
+    // A UID that is neither the cache's nor the API's is refused after one
+    // more GET.
+    let other = Netns::new("mwthk");
+    let stale = through_shim_as(&cluster, &other, "samplepod", "lag-2", "uid-someone-else");
+    let output = call(&cluster, &stale, "ADD");
+    assert_ne!(output.code, 0, "{}", output.stdout);
+    assert!(
+        error_message(&output).contains("uid-someone-else"),
+        "{}",
+        output.stdout
+    );
+    assert!(!other.has_link("net1"));
+    wait_metric(&daemon, r#"multus_wasm_api_gets_total{kind="pods"} 2"#);
+
+    call(&cluster, &cni, "DEL").ok();
+    cluster.assert_nothing_left(&pod, "after DEL");
+}
+
+#[test]
+fn a_watch_that_breaks_after_a_compaction_relists_and_the_cache_catches_up() {
+    let cluster = Cluster::api();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    let daemon = Daemon::start(&cluster);
+    let lists_before = cluster.server().list_requests(support::apiserver::PODS);
+    // Writes the pod watch does not see, then a compaction: the version the
+    // watch resumes from is gone (410), so it must list again.
+    cluster
+        .server()
+        .add_pod_on_node("default", "elsewhere", "uid-elsewhere", "node-2", json!({}));
+    cluster.add_nad("other-conf", &cluster.seed_config());
+    cluster.server().compact_history();
+    cluster.server().break_watches();
+    wait_metric(
+        &daemon,
+        r#"multus_wasm_watch_restarts_total{kind="pods"} 1"#,
+    );
+    assert!(cluster.server().list_requests(support::apiserver::PODS) > lists_before);
+
+    // A pod created after the relist is served from the cache.
+    cluster.add_pod_named("samplepod", "uid-after", "macvlan-conf");
+    wait_metric(&daemon, r#"multus_wasm_cache_objects{kind="pods"} 1"#);
+    let pod = Netns::new("mwthk");
+    let cni = through_shim_as(&cluster, &pod, "samplepod", "relist", "uid-after");
+    call(&cluster, &cni, "ADD").ok();
+    assert_eq!(pod.addresses("net1"), vec!["192.168.1.200/24"]);
+    assert_eq!(object_gets(&cluster), Vec::<String>::new());
+    call(&cluster, &cni, "DEL").ok();
+    cluster.assert_nothing_left(&pod, "after DEL");
 }
