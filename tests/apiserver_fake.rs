@@ -1,17 +1,13 @@
-//! The fake API server itself (tests/support/apiserver.rs), driven by a real
+//! The fake API server itself (tests/apiserver, crate `fake-apiserver`), driven by a real
 //! kube-rs client (`Api::list`, `Api::watch`, `Api::patch_status`, …) and by
 //! raw HTTP replaying exactly what kube's runtime watcher sends. Each test
 //! has its own server on an ephemeral loopback port.
-
-#[allow(dead_code)]
-#[path = "support/apiserver.rs"]
-mod apiserver;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use apiserver::{FakeApiServer, NADS, PODS};
+use fake_apiserver::{FakeApiServer, NADS, PODS};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{
@@ -148,7 +144,10 @@ async fn a_list_with_a_field_selector_returns_only_that_nodes_pods() {
         .unwrap();
     assert_eq!(names(&list.items), ["default/a1"]);
     let list = default
-        .list(&ListParams::default().fields(&format!("spec.nodeName={}", apiserver::DEFAULT_NODE)))
+        .list(
+            &ListParams::default()
+                .fields(&format!("spec.nodeName={}", fake_apiserver::DEFAULT_NODE)),
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -9,7 +9,7 @@
 
 #![allow(dead_code)]
 
-pub mod apiserver;
+pub use fake_apiserver as apiserver;
 pub mod cluster;
 
 use std::io::Write;

@@ -5,7 +5,12 @@
 //!
 //! - one attachment ADD and DEL (seed netconf), the shim's peak RSS;
 //! - the seed's two-network pod (ptp cluster network + 2 macvlan) lifecycle;
-//! - 64 concurrent pods on one host-local network, and the daemon's RSS.
+//! - 64 concurrent pods on one host-local network, and the daemon's RSS;
+//! - the daemon's RSS with 1,000 pods and 100 NADs in its caches.
+//!
+//! Pods and NADs come from a fake API server on the node's loopback (the
+//! tests' `fake-apiserver`): the daemon lists and watches them as in a
+//! cluster.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -13,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fake_apiserver::FakeApiServer;
 use serde_json::{Value, json};
 
 use crate::bench::{Netns, Run, median, ms, node_env, percentile, timed, write_json};
@@ -109,6 +115,21 @@ impl Daemon {
                 / 1024.0
         };
         (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Wait (at most 60 s) until the daemon's metrics hold `line`.
+    fn wait_metric(&self, line: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self
+            .get("/metrics")
+            .is_some_and(|metrics| metrics.lines().any(|seen| seen == line))
+        {
+            if Instant::now() > deadline {
+                return Err(format!("the daemon's metrics never showed {line}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     fn netconf(&self) -> Vec<u8> {
@@ -251,6 +272,7 @@ pub fn run(binary: &Path, scratch: &Path, ours_config: &Value, iterations: usize
     two_network_pod(binary, &shim, scratch, iterations)?;
     drop(daemon);
     concurrent(binary, &shim, scratch)?;
+    cached_objects(binary, scratch)?;
     Ok(())
 }
 
@@ -271,7 +293,7 @@ impl Tap for Value {
 /// thin runs).
 fn two_network_pod(binary: &Path, shim: &Path, scratch: &Path, iterations: usize) -> Result<()> {
     let dir = scratch.join("thick-two");
-    std::fs::create_dir_all(dir.join("manifests")).map_err(|err| err.to_string())?;
+    std::fs::create_dir_all(&dir).map_err(|err| err.to_string())?;
     let macvlan = |data_dir: &Path| {
         json!({"cniVersion": "1.0.0", "name": "macvlan-conf", "type": "macvlan", "master": "ens3", "mode": "bridge",
                "ipam": {"type": "host-local", "subnet": "192.168.1.0/24", "rangeStart": "192.168.1.200",
@@ -284,33 +306,36 @@ fn two_network_pod(binary: &Path, shim: &Path, scratch: &Path, iterations: usize
     };
     let cluster = dir.join("10-ptp.conflist");
     write_json(&cluster, &ptp(&dir.join("ours-cluster-ipam")))?;
-    let nad = format!(
-        "apiVersion: k8s.cni.cncf.io/v1\nkind: NetworkAttachmentDefinition\nmetadata:\n  name: macvlan-conf\n  namespace: default\nspec:\n  config: '{}'\n",
-        macvlan(&dir.join("ours-ipam"))
+    // The API on loopback, as in a cluster: the daemon lists and watches
+    // this node's pods and the NADs, and writes each pod's network-status.
+    let api = FakeApiServer::start();
+    api.add_nad(
+        "default",
+        "macvlan-conf",
+        &macvlan(&dir.join("ours-ipam")).to_string(),
     );
-    std::fs::write(dir.join("manifests/nad.yaml"), nad).map_err(|err| err.to_string())?;
     for (name, networks) in [
         ("one", "macvlan-conf"),
         ("two", "macvlan-conf,macvlan-conf"),
     ] {
-        std::fs::write(
-            dir.join(format!("manifests/pod-{name}.yaml")),
-            format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: pod-{name}\n  namespace: default\n  annotations:\n    k8s.v1.cni.cncf.io/networks: {networks}\n"),
-        )
-        .map_err(|err| err.to_string())?;
+        api.add_pod_on_node(
+            "default",
+            &format!("pod-{name}"),
+            &format!("uid-{name}"),
+            BENCH_NODE,
+            json!({"k8s.v1.cni.cncf.io/networks": networks}),
+        );
     }
-    let wasm_plugins: Value = serde_json::from_slice::<Value>(
-        &std::fs::read(scratch.join("thick/daemon.conf")).map_err(|err| err.to_string())?,
-    )
-    .map_err(|err| err.to_string())?["wasmPlugins"]
-        .clone();
+    let wasm_plugins = wasm_plugins(scratch)?;
     let config = json!({
         "cniVersion": "1.0.0", "name": "multus-wasm-bench", "type": "multus-wasm",
         "clusterNetwork": cluster, "binDir": "/usr/lib/cni", "cniDir": dir.join("cni"),
-        "wasmCacheDir": scratch.join("cache"), "manifestDir": dir.join("manifests"),
+        "wasmCacheDir": scratch.join("cache"), "kubeconfig": api.kubeconfig(&dir),
+        "nodeName": BENCH_NODE,
         "ipamDataRoots": [dir], "wasmPlugins": wasm_plugins, "logLevel": "error", "logToStderr": false
     });
     let daemon = Daemon::start(binary, &dir.join("daemon"), config)?;
+    daemon.wait_metric(r#"multus_wasm_cache_objects{kind="pods"} 2"#)?;
     let shim_stdin = daemon.netconf();
     let mut ptp_plugin = ptp(&dir.join("ref-cluster-ipam"))["plugins"][0].clone();
     ptp_plugin["name"] = json!("ptp-cluster");
@@ -319,8 +344,11 @@ fn two_network_pod(binary: &Path, shim: &Path, scratch: &Path, iterations: usize
     let macvlan_stdin = serde_json::to_vec(&macvlan(&dir.join("ref-ipam"))).expect("json");
     let ptp_bin = Path::new("/usr/lib/cni/ptp");
     let macvlan_bin = Path::new("/usr/lib/cni/macvlan");
-    let args =
-        |pod: &str| format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-{pod}");
+    let args = |pod: &str| {
+        format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-{pod};K8S_POD_UID=uid-{pod}"
+        )
+    };
     let (mut thick, mut reference, mut del_one, mut del_two) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for iteration in 0..iterations.min(20) {
@@ -400,6 +428,120 @@ fn two_network_pod(binary: &Path, shim: &Path, scratch: &Path, iterations: usize
         ms(del_two),
         ms(del_two) / ms(del_one)
     );
+    let requests = api.requests();
+    let gets = requests
+        .iter()
+        .filter(|request| {
+            request.starts_with("GET ")
+                && (request.contains("/pods/")
+                    || request.contains("/network-attachment-definitions/"))
+        })
+        .count();
+    let status_writes = requests
+        .iter()
+        .filter(|request| request.starts_with("PATCH ") && request.ends_with("/status"))
+        .count();
+    println!(
+        "API server: {gets} GETs of a pod or NAD (target 0: all from the caches), {status_writes} network-status PATCHes"
+    );
+    Ok(())
+}
+
+/// The node this benchmark's daemons serve.
+const BENCH_NODE: &str = "mwbench-node";
+
+/// The shipped plugins as the first thick daemon's config lists them.
+fn wasm_plugins(scratch: &Path) -> Result<Value> {
+    let config: Value = serde_json::from_slice(
+        &std::fs::read(scratch.join("thick/daemon.conf")).map_err(|err| err.to_string())?,
+    )
+    .map_err(|err| err.to_string())?;
+    Ok(config["wasmPlugins"].clone())
+}
+
+/// The daemon's memory with a cluster's worth of objects in its caches:
+/// 1,000 pods on its node (and 1,000 on other nodes, which it must not
+/// hold) and 100 NADs, each shaped as a real cluster's (labels, owner,
+/// managed fields, annotations with a network-status).
+fn cached_objects(binary: &Path, scratch: &Path) -> Result<()> {
+    let (pods, nads) = (1000, 100);
+    let dir = scratch.join("thick-cache");
+    std::fs::create_dir_all(&dir).map_err(|err| err.to_string())?;
+    let api = FakeApiServer::start();
+    for index in 0..nads {
+        let config = json!({"cniVersion": "1.0.0", "name": format!("net-{index}"), "type": "macvlan",
+            "master": "ens3", "mode": "bridge",
+            "ipam": {"type": "host-local", "subnet": format!("10.{}.0.0/16", 100 + index % 100),
+                     "routes": [{"dst": "0.0.0.0/0"}], "gateway": format!("10.{}.0.1", 100 + index % 100)}});
+        api.add_nad("default", &format!("net-{index}"), &config.to_string());
+    }
+    for index in 0..2 * pods {
+        let (node, name) = if index < pods {
+            (BENCH_NODE, format!("app-{index}"))
+        } else {
+            ("another-node", format!("other-{index}"))
+        };
+        let status = json!([
+            {"name": "ptp-cluster", "interface": "eth0", "ips": [format!("10.244.{}.{}", index / 250, index % 250 + 2)],
+             "mac": "0a:58:0a:f4:00:02", "default": true, "dns": {}},
+            {"name": format!("default/net-{}", index % nads), "interface": "net1",
+             "ips": [format!("10.100.{}.{}", index / 250, index % 250 + 2)], "mac": "5e:8d:3a:11:22:33", "dns": {}}
+        ]);
+        api.add_pod_on_node(
+            "default",
+            &name,
+            &format!("8b1f6a2e-1c3d-4e5f-9a7b-{index:012}"),
+            node,
+            json!({
+                "k8s.v1.cni.cncf.io/networks": format!("net-{}", index % nads),
+                "k8s.v1.cni.cncf.io/network-status": status.to_string(),
+                "kubectl.kubernetes.io/restartedAt": "2026-12-01T10:00:00Z"
+            }),
+        );
+        api.modify_pod("default", &name, |pod| {
+            let metadata = &mut pod["metadata"];
+            metadata["labels"] = json!({"app": "web", "pod-template-hash": "5d8f7c9b6d",
+                                        "app.kubernetes.io/part-of": "shop"});
+            metadata["generateName"] = json!("web-5d8f7c9b6d-");
+            metadata["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": "web-5d8f7c9b6d", "uid": "0f3c2a1b-5e6d-4c7b-8a9f-001122334455",
+                "controller": true, "blockOwnerDeletion": true}]);
+            metadata["managedFields"] = json!([
+                {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1",
+                 "time": "2026-12-01T10:00:00Z", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:metadata": {"f:generateName": {}, "f:labels": {".": {}, "f:app": {}, "f:pod-template-hash": {}},
+                              "f:ownerReferences": {".": {}, "k:{\"uid\":\"0f3c2a1b\"}": {}}},
+                              "f:spec": {"f:containers": {"k:{\"name\":\"c\"}": {".": {}, "f:image": {}, "f:name": {}}}}}},
+                {"manager": "kubelet", "operation": "Update", "apiVersion": "v1", "subresource": "status",
+                 "time": "2026-12-01T10:00:05Z", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:status": {"f:conditions": {}, "f:containerStatuses": {}, "f:phase": {}, "f:podIP": {}}}},
+                {"manager": "multus-wasm", "operation": "Update", "apiVersion": "v1", "subresource": "status",
+                 "time": "2026-12-01T10:00:04Z", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:metadata": {"f:annotations": {"f:k8s.v1.cni.cncf.io/network-status": {}}}}}
+            ]);
+        });
+    }
+    let config = json!({
+        "cniVersion": "1.0.0", "name": "multus-wasm-bench", "type": "multus-wasm",
+        "delegates": [{"cniVersion": "1.0.0", "name": "cache-net", "type": "macvlan", "master": "ens3",
+                       "ipam": {"type": "host-local", "subnet": "10.41.0.0/16", "dataDir": dir.join("ipam")}}],
+        "binDir": "/usr/lib/cni", "cniDir": dir.join("cni"),
+        "wasmCacheDir": scratch.join("cache"), "kubeconfig": api.kubeconfig(&dir),
+        "nodeName": BENCH_NODE, "wasmPlugins": wasm_plugins(scratch)?, "logLevel": "error"
+    });
+    let daemon = Daemon::start(binary, &dir, config)?;
+    daemon.wait_metric(&format!(
+        r#"multus_wasm_cache_objects{{kind="pods"}} {pods}"#
+    ))?;
+    daemon.wait_metric(&format!(
+        r#"multus_wasm_cache_objects{{kind="nads"}} {nads}"#
+    ))?;
+    let (current, peak) = daemon.rss_mib();
+    println!(
+        "\n== thick mode: the daemon with {pods} pods (of {}) and {nads} NADs in its caches ==",
+        2 * pods
+    );
+    println!("daemon RSS {current:.1} MiB, peak {peak:.1} MiB (target <= 48 MiB)");
     Ok(())
 }
 
@@ -412,11 +554,7 @@ fn concurrent(binary: &Path, shim: &Path, scratch: &Path) -> Result<()> {
         json!({"cniVersion": "1.0.0", "name": "scale-net", "type": "macvlan", "master": "ens3",
                "ipam": {"type": "host-local", "subnet": "10.40.0.0/16", "dataDir": data_dir}})
     };
-    let wasm_plugins: Value = serde_json::from_slice::<Value>(
-        &std::fs::read(scratch.join("thick/daemon.conf")).map_err(|err| err.to_string())?,
-    )
-    .map_err(|err| err.to_string())?["wasmPlugins"]
-        .clone();
+    let wasm_plugins = wasm_plugins(scratch)?;
     let config = json!({
         "cniVersion": "1.0.0", "name": "scale", "type": "multus-wasm",
         "delegates": [netconf(&dir.join("ours-ipam"))],

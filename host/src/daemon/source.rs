@@ -84,6 +84,13 @@ async fn drive<K, S>(
     }
 }
 
+/// The caches keep what a CNI call reads (names, UIDs, annotations, NAD
+/// configs): the server-side-apply bookkeeping is often the largest part of
+/// an object's metadata and is never read.
+fn forget_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
 fn api_error(err: kube::Error) -> SourceError {
     SourceError::Api(err.to_string())
 }
@@ -106,6 +113,7 @@ impl CachedSource {
             pod_config,
         )
         .default_backoff()
+        .modify(forget_managed_fields)
         .reflect(pods_writer);
         handle.spawn(drive(
             "pods",
@@ -119,6 +127,7 @@ impl CachedSource {
             watcher::Config::default(),
         )
         .default_backoff()
+        .modify(forget_managed_fields)
         .reflect(nads_writer);
         handle.spawn(drive(
             "nads",

@@ -1,6 +1,6 @@
-//! A fake Kubernetes API server for the tests: plain HTTP/1.1 on loopback
-//! (an ephemeral port), holding pods and NetworkAttachmentDefinitions with
-//! the wire semantics kube-rs (its `Api` and its `runtime` watcher,
+//! A fake Kubernetes API server for the tests and `cargo xtask bench`:
+//! plain HTTP/1.1 on loopback (an ephemeral port), holding pods and
+//! NetworkAttachmentDefinitions with the wire semantics kube-rs (its `Api` and its `runtime` watcher,
 //! metadata_watcher and reflector) relies on:
 //!
 //! - GET of one object, with 404 and a `Status` body when it is missing; an
