@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use fake_apiserver::FakeApiServer;
 use serde_json::{Value, json};
 
-use crate::bench::{Netns, Run, median, ms, node_env, percentile, timed, write_json};
+use crate::bench::{Netns, Run, median, ms, node_env, peak_rss_kib, percentile, timed, write_json};
 use crate::util::Result;
 
 /// The shim's shipped target: a static binary for any Linux node.
@@ -132,6 +132,54 @@ impl Daemon {
         Ok(())
     }
 
+    /// Mean time per request and per step of `command` so far, from the
+    /// daemon's histograms: "request 1.20 ms: netlink 0.50, ...".
+    fn breakdown(&self, command: &str) -> String {
+        let metrics = self.get("/metrics").unwrap_or_default();
+        let value = |name: &str, labels: &str| -> f64 {
+            let prefix = format!("{name}{{{labels}}} ");
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(&prefix))
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let mean = |name: &str, labels: &str| -> f64 {
+            let count = value(&format!("{name}_count"), labels);
+            if count == 0.0 {
+                return 0.0;
+            }
+            value(&format!("{name}_sum"), labels) / count * 1000.0
+        };
+        let command_label = format!("command=\"{command}\"");
+        let mut steps: Vec<(String, f64)> = metrics
+            .lines()
+            .filter_map(|line| {
+                let labels = line
+                    .strip_prefix("multus_wasm_cni_step_duration_seconds_count{")?
+                    .split_once('}')?
+                    .0;
+                let step = labels
+                    .strip_prefix(&format!("{command_label},step=\""))?
+                    .strip_suffix('"')?;
+                Some((
+                    step.to_string(),
+                    mean("multus_wasm_cni_step_duration_seconds", labels),
+                ))
+            })
+            .collect();
+        steps.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let steps: Vec<String> = steps
+            .iter()
+            .map(|(step, millis)| format!("{step} {millis:.2}"))
+            .collect();
+        format!(
+            "request {:.2} ms: {} (ms, mean per call)",
+            mean("multus_wasm_cni_request_duration_seconds", &command_label),
+            steps.join(", ")
+        )
+    }
+
     fn netconf(&self) -> Vec<u8> {
         serde_json::to_vec(&json!({
             "cniVersion": "1.0.0", "name": "multus-wasm-network", "type": "multus-wasm-shim",
@@ -195,8 +243,7 @@ pub fn run(binary: &Path, scratch: &Path, ours_config: &Value, iterations: usize
         timed(&shim, &[], &env("DEL", "warm"), &shim_stdin)?,
         "thick DEL",
     )?;
-    let mut samples: [Vec<Duration>; 5] = Default::default();
-    let mut shim_rss = 0;
+    let mut samples: [Vec<Duration>; 6] = Default::default();
     for iteration in 0..iterations {
         let id = format!("thick-{iteration}");
         let add = check(
@@ -207,7 +254,6 @@ pub fn run(binary: &Path, scratch: &Path, ours_config: &Value, iterations: usize
             timed(&shim, &[], &env("DEL", &id), &shim_stdin)?,
             "thick DEL",
         )?;
-        shim_rss = shim_rss.max(add.max_rss_kib).max(del.max_rss_kib);
         samples[0].push(add.elapsed);
         samples[1].push(del.elapsed);
         let add = check(
@@ -221,7 +267,7 @@ pub fn run(binary: &Path, scratch: &Path, ours_config: &Value, iterations: usize
         samples[2].push(add.elapsed);
         samples[3].push(del.elapsed);
         let name = pod.name();
-        check(
+        let create = check(
             timed(
                 ip,
                 &[
@@ -233,6 +279,7 @@ pub fn run(binary: &Path, scratch: &Path, ours_config: &Value, iterations: usize
             )?,
             "ip link add",
         )?;
+        samples[5].push(create.elapsed);
         timed(ip, &["-n", name, "link", "set", "kmv0", "up"], &[], b"")?;
         timed(
             ip,
@@ -246,8 +293,19 @@ pub fn run(binary: &Path, scratch: &Path, ours_config: &Value, iterations: usize
         )?;
         samples[4].push(delete.elapsed);
     }
-    let [thick_add, thick_del, ref_add, ref_del, kernel_del] =
-        samples.map(|mut samples| median(&mut samples));
+    let [
+        thick_add,
+        thick_del,
+        ref_add,
+        ref_del,
+        kernel_del,
+        kernel_add,
+    ] = samples.map(|mut samples| median(&mut samples));
+    let shim_rss = peak_rss_kib(&shim, &env("ADD", "rss"), &shim_stdin)?.max(peak_rss_kib(
+        &shim,
+        &env("DEL", "rss"),
+        &shim_stdin,
+    )?);
     println!(
         "\n== thick mode: one attachment through shim and daemon (seed netconf), {iterations} interleaved runs, medians =="
     );
@@ -258,12 +316,22 @@ pub fn run(binary: &Path, scratch: &Path, ours_config: &Value, iterations: usize
         ms(thick_add) / ms(ref_add)
     );
     println!(
+        "     the kernel's part: `ip link add` of the macvlan alone {:>6.2} ms",
+        ms(kernel_add)
+    );
+    println!(
         "DEL  thick {:>6.2} ms  reference {:>6.2} ms  kernel delete {:>6.2} ms  thick/kernel {:>5.2}  (target <= 1.15)",
         ms(thick_del),
         ms(ref_del),
         ms(kernel_del),
         ms(thick_del) / ms(kernel_del)
     );
+    for command in ["ADD", "DEL"] {
+        println!(
+            "     inside the daemon, {command}: {}",
+            daemon.breakdown(command)
+        );
+    }
     println!(
         "shim peak RSS {:.2} MiB (target <= 3 MiB)",
         shim_rss as f64 / 1024.0

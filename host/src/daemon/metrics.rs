@@ -79,7 +79,7 @@ impl Metrics {
         );
         registry.register(
             "cni_step_duration_seconds",
-            "Time spent per step of a CNI call",
+            "Time spent per step of a CNI call, by command",
             steps.clone(),
         );
         registry.register(
@@ -149,7 +149,10 @@ impl Metrics {
             .observe(took.as_secs_f64());
         for (step, total) in steps {
             self.steps
-                .get_or_create(&vec![("step", step.to_string())])
+                .get_or_create(&vec![
+                    ("command", command.to_string()),
+                    ("step", step.to_string()),
+                ])
                 .observe(total.as_secs_f64());
         }
         if let Some(kind) = trap_kind(code) {
@@ -230,7 +233,7 @@ mod tests {
             r#"multus_wasm_sandbox_traps_total{kind="deadline"} 1"#,
             r#"multus_wasm_cache_objects{kind="pods"} 12"#,
             r#"multus_wasm_watch_restarts_total{kind="pods"} 1"#,
-            r#"multus_wasm_cni_step_duration_seconds_count{step="netlink"} 1"#,
+            r#"multus_wasm_cni_step_duration_seconds_count{command="ADD",step="netlink"} 1"#,
         ] {
             assert!(text.contains(line), "{line} not in:\n{text}");
         }
