@@ -211,6 +211,13 @@ impl NetworkSource for SharedSource {
     fn missing_pod_was_deleted(&self) -> bool {
         self.0.missing_pod_was_deleted()
     }
+    fn send_event(
+        &self,
+        pod: &crate::k8s::PodInfo,
+        event: &crate::k8s::PodEvent,
+    ) -> Result<(), crate::k8s::SourceError> {
+        self.0.send_event(pod, event)
+    }
 }
 
 impl Daemon {
