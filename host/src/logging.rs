@@ -104,7 +104,8 @@ impl RotatingFile {
     /// The log file `path` with `options`; `None` when its directory cannot
     /// be made.
     pub fn new(path: &Path, options: &LogOptions) -> Option<RotatingFile> {
-        let parent = path.parent().filter(|dir| !dir.as_os_str().is_empty())?;
+        let path = std::path::absolute(path).ok()?;
+        let parent = path.parent()?;
         std::fs::create_dir_all(parent).ok()?;
         // lumberjack's zeros: 100 MiB, every backup.
         let max_size = if options.max_size_mib == 0 {
@@ -117,7 +118,7 @@ impl RotatingFile {
             count => count as usize,
         };
         Some(RotatingFile {
-            path: path.to_path_buf(),
+            path,
             max_bytes: max_size.saturating_mul(1024 * 1024),
             max_backups,
             compress: options.compress,
@@ -132,9 +133,17 @@ impl RotatingFile {
 
     /// Append one event, rotating first when the file has passed the size.
     pub fn append(&self, event: &[u8]) -> std::io::Result<()> {
-        let parent = self.path.parent().unwrap_or(Path::new("."));
+        let parent = self.path.parent().unwrap_or(Path::new("/"));
         let dir = std::fs::File::open(parent)?;
-        rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive)?;
+        if !lock_within(&dir, LOCK_WAIT) {
+            // Someone holds the directory too long: append without rotating
+            // rather than hold up the call.
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            return file.write_all(event);
+        }
         let compression = if self.compress {
             file_rotate::compression::Compression::OnRotate(0)
         } else {
@@ -150,6 +159,26 @@ impl RotatingFile {
         file.write_all(event)?;
         file.flush()
         // The flock goes with `dir`.
+    }
+}
+
+/// The longest a line waits for the log directory's lock (another process
+/// rotating, perhaps compressing, the file).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Take an exclusive flock of `dir`, trying for at most `wait`.
+fn lock_within(dir: &std::fs::File, wait: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match rustix::fs::flock(dir, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return true,
+            Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR)
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(_) => return false,
+        }
     }
 }
 
@@ -439,5 +468,21 @@ mod tests {
             "escaped on the wire, intact once parsed"
         );
         assert!(!lines[1].contains('\u{7f}') && !lines[1].contains('\u{2028}'));
+    }
+
+    #[test]
+    fn the_directory_lock_is_given_up_after_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("multus.log");
+        let held = std::fs::File::open(dir.path()).unwrap();
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        assert!(!lock_within(
+            &std::fs::File::open(dir.path()).unwrap(),
+            std::time::Duration::from_millis(20)
+        ));
+        drop(held);
+        let file = RotatingFile::new(&path, &options(1, 1, false)).unwrap();
+        (&file).write_all(b"line\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "line\n");
     }
 }
