@@ -225,13 +225,9 @@ pub fn multus_level(level: crate::config::LogLevel) -> LevelFilter {
     }
 }
 
-/// Log to stderr at `level` (CLI use).
-pub fn init_stderr(level: LevelFilter) {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(Escaping(std::io::stderr, Style::Text))
-        .with_max_level(level)
-        .with_target(false)
-        .try_init();
+/// Log to stderr at `level` in `format` (CLI and daemon use).
+pub fn init_stderr(level: LevelFilter, format: LogFormat) {
+    let _ = tracing::subscriber::set_global_default(subscriber(std::io::stderr, level, format));
 }
 
 /// A subscriber writing to `writer` at `level` in `format`, each line
