@@ -129,10 +129,11 @@ impl<'a> Call<'a> {
     }
 
     /// `binDir`, then the runtime's `CNI_PATH`.
-    /// Record `event` about `pod` (when the call has one); a failure is
-    /// logged, never the call's.
+    /// Record `event` about `pod` (when the call has one and is an ADD: a
+    /// DEL rebuilding its attachments sends none); a failure is logged,
+    /// never the call's.
     fn send_event(&self, pod: Option<&PodInfo>, event: PodEvent) {
-        let Some(pod) = pod else {
+        let Some(pod) = pod.filter(|_| self.env.command == crate::cni::CniCommand::Add) else {
             return;
         };
         match self.effects.source().send_event(pod, &event) {

@@ -423,6 +423,13 @@ fn a_missing_nad_records_no_network_found() {
 }
 
 #[test]
+fn a_del_that_rebuilds_its_attachments_sends_no_event() {
+    let effects = node("net-a,absent");
+    run(&effects, &config(json!({})), "DEL").unwrap();
+    assert!(effects.world.k8s_events().is_empty());
+}
+
+#[test]
 fn a_sandbox_refusal_records_plugin_refused_and_no_added_interface() {
     let effects = node("net-a");
     effects.world.faults().delegate_fuel = true;
