@@ -989,3 +989,85 @@ fn the_runtime_watchers_requests_on_the_wire() {
     assert_eq!(server.watch_requests(PODS), 1);
     assert_eq!(server.watch_requests(NADS), 1);
 }
+
+#[tokio::test]
+async fn events_are_created_kept_and_can_be_refused() {
+    use k8s_openapi::api::core::v1::Event;
+    use multus_wasm::k8s::{PodEvent, PodInfo};
+    let server = FakeApiServer::start();
+    let client = client(&server);
+    let pod = PodInfo {
+        namespace: "default".into(),
+        name: "samplepod".into(),
+        uid: "uid-ev".into(),
+        annotations: Default::default(),
+    };
+    let added = PodEvent::added_interface(
+        "net1",
+        &["192.168.1.200/24".to_string()],
+        "default/macvlan-conf",
+    );
+    multus_wasm::k8s::api::post_event(&client, &pod, &added)
+        .await
+        .expect("201");
+    let events = server.events();
+    assert_eq!(events.len(), 1);
+    let event = &events[0];
+    assert_eq!(event["kind"], "Event");
+    assert_eq!(event["metadata"]["namespace"], "default");
+    assert_eq!(event["metadata"]["uid"], "event-1");
+    assert!(
+        event["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("samplepod."),
+        "{event}"
+    );
+    assert_eq!(
+        event["involvedObject"],
+        json!({"apiVersion": "v1", "kind": "Pod", "namespace": "default", "name": "samplepod", "uid": "uid-ev"})
+    );
+    assert_eq!(event["type"], "Normal");
+    assert_eq!(event["reason"], "AddedInterface");
+    assert_eq!(
+        event["message"],
+        "Add net1 [192.168.1.200/24] from default/macvlan-conf"
+    );
+    assert_eq!(event["source"]["component"], "multus-wasm");
+    assert_eq!(event["count"], 1);
+    assert!(
+        server
+            .requests()
+            .contains(&"POST /api/v1/namespaces/default/events".to_string())
+    );
+
+    // kube's typed client reads the 201 back as an Event.
+    let api: Api<Event> = Api::namespaced(client.clone(), "default");
+    let mut other: Event = serde_json::from_value(events[0].clone()).unwrap();
+    other.metadata.uid = None;
+    other.metadata.name = Some("samplepod.2".into());
+    let created = api.create(&PostParams::default(), &other).await.unwrap();
+    assert_eq!(created.metadata.uid.as_deref(), Some("event-2"));
+
+    // Not an event of this namespace, a GET, a refusal: nothing kept.
+    let elsewhere: Api<Event> = Api::namespaced(client.clone(), "kube-system");
+    assert_eq!(
+        api_code(
+            elsewhere
+                .create(&PostParams::default(), &other)
+                .await
+                .unwrap_err()
+        ),
+        400
+    );
+    assert_eq!(api_code(api.get("samplepod.2").await.unwrap_err()), 405);
+    for code in [403, 500] {
+        server.refuse_events(Some(code));
+        let err = multus_wasm::k8s::api::post_event(&client, &pod, &added)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(&code.to_string()), "{err}");
+    }
+    server.refuse_events(None);
+    assert_eq!(server.events().len(), 2);
+}

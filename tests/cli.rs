@@ -224,6 +224,46 @@ fn wasip2_stdout_goes_to_the_host_log_under_the_plugin_name() {
 }
 
 #[test]
+fn log_format_json_makes_every_stderr_line_a_json_object() {
+    let dir = support::scratch();
+    let config = write(
+        dir.path(),
+        "print.json",
+        &json!({"cniVersion": "1.0.0", "name": "x", "type": "hostile", "behaviour": "print", "message": "hello\u{7}json"}),
+    );
+    let output = run(&[
+        "--log-format",
+        "json",
+        "plugin",
+        "run",
+        test_artifacts::HOSTILE_WASIP2,
+        "--command",
+        "ADD",
+        "--config",
+        &config,
+        "--no-cache",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
+        .collect();
+    let guest = lines
+        .iter()
+        .find(|line| line["fields"]["stream"] == "stdout")
+        .unwrap_or_else(|| panic!("no guest line: {stderr}"));
+    assert!(
+        guest["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("hello\u{7}json"),
+        "{guest}"
+    );
+    assert!(!stderr.contains('\u{7}'), "escaped on the wire");
+}
+
+#[test]
 fn run_uses_a_scratch_store_for_ipam_and_the_state_dir_when_given() {
     let dir = support::scratch();
     let config = write(

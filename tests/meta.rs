@@ -517,3 +517,185 @@ fn check_after_add_and_gc_of_pods_no_longer_listed() {
     keep_cni.call("DEL", &cluster.config).ok();
     cluster.assert_nothing_left(&kept, "after DEL");
 }
+
+/// The lines of the host's log file.
+fn log_lines(cluster: &Cluster) -> Vec<String> {
+    std::fs::read_to_string(cluster.path("multus-wasm.log"))
+        .expect("the log file")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn an_unknown_log_level_is_logged_and_the_default_used() {
+    let mut cluster = Cluster::api();
+    cluster.config["logLevel"] = json!("info");
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    cluster.add_pod("uid-level", "macvlan-conf");
+    let pod = Netns::new("mwp");
+    let cni = cluster.cni(&pod, "level", "uid-level");
+    cni.call("ADD", &cluster.config).ok();
+    assert_eq!(pod.addresses("net1"), vec!["192.168.1.200/24"]);
+    let lines = log_lines(&cluster);
+    assert!(
+        lines[0].contains(r#"invalid logLevel "info""#)
+            && lines[0].contains("using the default (panic)"),
+        "{lines:?}"
+    );
+    // The default level (panic) logs errors only: nothing else from a good ADD.
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    cni.call("DEL", &cluster.config).ok();
+    cluster.assert_nothing_left(&pod, "after DEL");
+}
+
+#[test]
+fn every_line_of_a_call_carries_the_pod_container_and_interface() {
+    let cluster = Cluster::api();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    cluster.add_pod("uid-ident", "macvlan-conf");
+    let pod = Netns::new("mwp");
+    let cni = cluster.cni(&pod, "ident", "uid-ident");
+    cni.call("ADD", &cluster.config).ok();
+    cni.call("DEL", &cluster.config).ok();
+    let lines = log_lines(&cluster);
+    assert!(lines.len() > 5, "debug logs the call's steps: {lines:?}");
+    for (index, line) in lines.iter().enumerate() {
+        let command = if lines[..=index].iter().any(|l| l.contains("command=DEL")) {
+            "DEL"
+        } else {
+            "ADD"
+        };
+        assert!(
+            line.contains(&format!(
+                r#"cni{{command={command} pod="default/samplepod" container="ident" ifname="eth0"}}"#
+            )),
+            "line {index}: {line}"
+        );
+    }
+    assert!(lines.iter().any(|line| line.contains("command=DEL")));
+    cluster.assert_nothing_left(&pod, "after DEL");
+}
+
+#[test]
+fn json_log_lines_parse_and_carry_the_call() {
+    let mut cluster = Cluster::api();
+    cluster.config["logFormat"] = json!("json");
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    cluster.add_pod("uid-json", "macvlan-conf");
+    let pod = Netns::new("mwp");
+    let cni = cluster.cni(&pod, "json", "uid-json");
+    cni.call("ADD", &cluster.config).ok();
+    let lines = log_lines(&cluster);
+    assert!(lines.len() > 5, "{lines:?}");
+    for line in &lines {
+        let value: Value =
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
+        // The call's span comes first (a client's HTTP span may follow).
+        let call = &value["spans"][0];
+        assert_eq!(call["name"], "cni", "{line}");
+        assert_eq!(call["pod"], "default/samplepod", "{line}");
+        assert_eq!(call["container"], "json", "{line}");
+        assert_eq!(call["ifname"], "eth0", "{line}");
+        assert!(value["fields"]["message"].is_string(), "{line}");
+    }
+    cni.call("DEL", &cluster.config).ok();
+    cluster.assert_nothing_left(&pod, "after DEL");
+}
+
+/// (type, reason, message, involved pod uid) of every event the server kept.
+fn events(cluster: &Cluster) -> Vec<(String, String, String, String)> {
+    cluster
+        .server()
+        .events()
+        .iter()
+        .map(|event| {
+            assert_eq!(event["involvedObject"]["kind"], "Pod", "{event}");
+            assert_eq!(event["involvedObject"]["namespace"], "default", "{event}");
+            assert_eq!(event["involvedObject"]["name"], "samplepod", "{event}");
+            let text = |value: &Value| value.as_str().unwrap_or_default().to_string();
+            (
+                text(&event["type"]),
+                text(&event["reason"]),
+                text(&event["message"]),
+                text(&event["involvedObject"]["uid"]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_add_records_added_interface_and_a_missing_nad_no_network_found() {
+    let cluster = Cluster::api();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    cluster.add_pod("uid-events", "macvlan-conf");
+    let pod = Netns::new("mwp");
+    let cni = cluster.cni(&pod, "events", "uid-events");
+    cni.call("ADD", &cluster.config).ok();
+    let eth0 = pod.addresses("eth0")[0].clone();
+    let normal = |message: String| {
+        (
+            "Normal".to_string(),
+            "AddedInterface".to_string(),
+            message,
+            "uid-events".to_string(),
+        )
+    };
+    assert_eq!(
+        events(&cluster),
+        vec![
+            normal(format!("Add eth0 [{eth0}] from {CLUSTER_NETWORK}")),
+            normal("Add net1 [192.168.1.200/24] from default/macvlan-conf".to_string()),
+        ]
+    );
+    cni.call("DEL", &cluster.config).ok();
+    assert_eq!(events(&cluster).len(), 2, "DEL sends no event");
+    cluster.assert_nothing_left(&pod, "after DEL");
+
+    cluster.add_pod("uid-missing", "macvlan-conf,absent-conf");
+    let cni = cluster.cni(&pod, "missing", "uid-missing");
+    let output = cni.call("ADD", &cluster.config);
+    assert_eq!(output.error_code(), 7);
+    let recorded = events(&cluster);
+    assert_eq!(recorded.len(), 3, "{recorded:?}");
+    assert_eq!(
+        recorded[2],
+        (
+            "Warning".to_string(),
+            "NoNetworkFound".to_string(),
+            "cannot find a network-attachment-definition (absent-conf) in namespace (default): pod default/samplepod asks for it in k8s.v1.cni.cncf.io/networks".to_string(),
+            "uid-missing".to_string()
+        )
+    );
+    cluster.assert_nothing_left(&pod, "after the failed ADD");
+}
+
+#[test]
+fn an_add_succeeds_when_events_are_refused() {
+    let cluster = Cluster::api();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    cluster.add_pod("uid-refused", "macvlan-conf");
+    for code in [403, 500] {
+        cluster.server().refuse_events(Some(code));
+        let pod = Netns::new("mwp");
+        let cni = cluster.cni(&pod, "refused", "uid-refused");
+        cni.call("ADD", &cluster.config).ok();
+        assert_eq!(support::link_names(&pod), vec!["eth0", "lo", "net1"]);
+        assert_eq!(cluster.network_status_from_api()[1]["interface"], "net1");
+        let posts = cluster
+            .server()
+            .requests()
+            .iter()
+            .filter(|request| *request == "POST /api/v1/namespaces/default/events")
+            .count();
+        assert!(posts >= 2, "the events were tried");
+        assert!(cluster.server().events().is_empty());
+        let log = std::fs::read_to_string(cluster.path("multus-wasm.log")).unwrap();
+        assert!(
+            log.contains("sending the pod event failed"),
+            "the failure is logged"
+        );
+        cni.call("DEL", &cluster.config).ok();
+        cluster.assert_nothing_left(&pod, "after DEL");
+    }
+}

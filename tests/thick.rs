@@ -353,6 +353,15 @@ fn the_seed_scenario_from_the_api_reads_pods_and_nads_from_the_caches() {
     let cni = through_shim(&cluster, &pod, "samplepod", "api-one");
     call(&cluster, &cni, "ADD").ok();
     assert_eq!(pod.addresses("net1"), vec!["192.168.1.200/24"]);
+    // The daemon records the pod's events through its own client.
+    let events = cluster.server().events();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1]["reason"], "AddedInterface");
+    assert_eq!(events[1]["involvedObject"]["uid"], "uid-samplepod");
+    assert_eq!(
+        events[1]["message"],
+        "Add net1 [192.168.1.200/24] from default/macvlan-conf"
+    );
     let status = cluster.network_status_from_api();
     assert_eq!(status[1]["name"], "default/macvlan-conf", "{status}");
     assert_eq!(status[1]["ips"], json!(["192.168.1.200"]), "{status}");

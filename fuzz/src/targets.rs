@@ -191,6 +191,7 @@ const KNOWN_CONFIG_KEYS: &[&str] = &[
     "logLevel",
     "logToStderr",
     "logOptions",
+    "logFormat",
     "namespaceIsolation",
     "globalNamespaces",
     "clusterNetwork",

@@ -29,6 +29,10 @@ struct Cli {
     /// Log level on stderr (error, warn, info, debug, trace).
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
+    /// Log format on stderr: text or json (one JSON object per line), e.g.
+    /// for the daemon.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -248,7 +252,11 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let level = crate::logging::parse_level(&cli.log_level)
         .unwrap_or(tracing::level_filters::LevelFilter::INFO);
-    crate::logging::init_stderr(level);
+    let format = cli.log_format.parse().unwrap_or_default();
+    crate::logging::init_stderr(level, format);
+    if cli.log_format.parse::<crate::config::LogFormat>().is_err() {
+        tracing::warn!(format = %cli.log_format, "unknown --log-format: using text");
+    }
     let outcome = match cli.command {
         Command::Plugin(PluginCmd::Inspect { file }) => inspect(&file),
         Command::Plugin(PluginCmd::Run(args)) => run(&args),

@@ -33,7 +33,10 @@ pub fn main() -> i32 {
 
 /// Run one CNI command; returns what to print on stdout and the exit code.
 pub fn run(vars: impl IntoIterator<Item = (String, String)>, stdin: &[u8]) -> (String, i32) {
-    answer(stdin, || {
+    // Made once logging is set up (a span made before is disabled for good);
+    // entered for the rest of the call and for its error line.
+    let mut span = tracing::Span::none();
+    let outcome = (|| {
         let env = cni_env(vars)?;
         if env.command == CniCommand::Version {
             return Ok(version_output(requested_version(stdin).as_deref()));
@@ -42,8 +45,13 @@ pub fn run(vars: impl IntoIterator<Item = (String, String)>, stdin: &[u8]) -> (S
         let parsed = MultusConfig::parse(stdin)
             .map_err(|err| CniError::new(err.cni_code(), err.to_string()))?;
         let config = parsed.config;
-        let level = crate::logging::multus_level(config.log_level);
-        crate::logging::init_cni(config.log_file.as_deref(), level, config.log_to_stderr);
+        crate::logging::init_cni(&config);
+        span = crate::logging::call_span(&env);
+        let _entered = span.enter();
+        // At error level, so that the default level (panic) shows them.
+        for warning in &parsed.warnings {
+            tracing::error!("{warning}");
+        }
         if !parsed.unknown_fields.is_empty() {
             tracing::warn!(fields = ?parsed.unknown_fields, "unknown fields in the multus-wasm config are ignored");
         }
@@ -53,14 +61,21 @@ pub fn run(vars: impl IntoIterator<Item = (String, String)>, stdin: &[u8]) -> (S
         let plugins = Arc::new(NodePlugins::new(&config));
         let effects = NodeEffects::new(&config, runtime, plugins)?;
         execute(&env, &config, &stdin_value, &effects)
-    })
+    })();
+    let _entered = span.enter();
+    respond(stdin, outcome)
 }
 
 /// Turn a command's outcome into what to print and the exit code; errors
 /// are logged and printed as CNI error JSON in the requested version.
 pub fn answer(stdin: &[u8], outcome: impl FnOnce() -> Result<String, CniError>) -> (String, i32) {
+    respond(stdin, outcome())
+}
+
+/// [`answer`] for an outcome already computed.
+pub fn respond(stdin: &[u8], outcome: Result<String, CniError>) -> (String, i32) {
     let version = requested_version(stdin);
-    match outcome() {
+    match outcome {
         Ok(output) => (output, 0),
         Err(err) => {
             tracing::error!(code = err.code, error = %err, "CNI command failed");

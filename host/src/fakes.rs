@@ -56,6 +56,10 @@ pub struct Faults {
     pub ipam: bool,
     /// Fail the wasm delegate's call.
     pub delegate: bool,
+    /// The wasm delegate runs out of fuel (a sandbox refusal, code 102).
+    pub delegate_fuel: bool,
+    /// Sending a Kubernetes event fails.
+    pub send_event: bool,
     /// The network's store is locked by someone else.
     pub store_locked: bool,
 }
@@ -68,6 +72,8 @@ pub struct Shared {
     pub stores: Arc<Mutex<BTreeMap<String, BTreeMap<String, String>>>>,
     pub cache: Arc<Mutex<BTreeMap<String, ContainerRecord>>>,
     pub statuses: Arc<Mutex<Vec<String>>>,
+    /// Kubernetes events sent: "<ns>/<pod> (<uid>) <type> <reason>: <message>".
+    pub k8s_events: Arc<Mutex<Vec<String>>>,
     pub pods: Arc<Mutex<BTreeMap<String, PodInfo>>>,
     pub nads: Arc<Mutex<BTreeMap<String, String>>>,
     pub faults: Arc<Mutex<Faults>>,
@@ -82,6 +88,10 @@ impl Shared {
 
     pub fn events(&self) -> Vec<String> {
         self.events.lock().unwrap().clone()
+    }
+
+    pub fn k8s_events(&self) -> Vec<String> {
+        self.k8s_events.lock().unwrap().clone()
     }
 
     pub fn kernel(&self) -> KernelState {
@@ -168,6 +178,17 @@ impl NetworkSource for Shared {
             return Err(SourceError::Api("injected: conflict after retries".into()));
         }
         self.statuses.lock().unwrap().push(status.into());
+        Ok(())
+    }
+
+    fn send_event(&self, pod: &PodInfo, event: &crate::k8s::PodEvent) -> Result<(), SourceError> {
+        if self.faults().send_event {
+            return Err(SourceError::Api("injected: events are forbidden".into()));
+        }
+        self.k8s_events.lock().unwrap().push(format!(
+            "{}/{} ({}) {} {}: {}",
+            pod.namespace, pod.name, pod.uid, event.event_type, event.reason, event.message
+        ));
         Ok(())
     }
 
@@ -598,6 +619,13 @@ impl Guest for FakeGuest {
         );
         if self.world.faults().delegate {
             return Err(plugin_error(&self.name, "injected delegate failure"));
+        }
+        if self.world.faults().delegate_fuel {
+            return Err(SandboxError::Fuel {
+                plugin: self.name.clone(),
+                digest: "fake".into(),
+                fuel: 1,
+            });
         }
         let config: Value = serde_json::from_str(&request.config).unwrap();
         let ifname = request.ifname.clone();

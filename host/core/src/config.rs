@@ -98,6 +98,29 @@ impl FromStr for LogLevel {
     }
 }
 
+/// The format of log lines (`logFormat`, ours): text (tracing's default
+/// format) or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!(
+                "unknown logFormat {text:?} (expected text or json): using text"
+            )),
+        }
+    }
+}
+
 /// Log file rotation (`logOptions`), with Multus's defaults applied; it
 /// only matters when `logFile` is set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,8 +206,11 @@ pub struct MultusConfig {
     pub bin_dir: PathBuf,
     /// `logFile`; `None` when absent or empty.
     pub log_file: Option<PathBuf>,
-    /// `logLevel`.
+    /// `logLevel`; an unknown level is the default (reported in
+    /// [`ParsedConfig::warnings`]): logging never fails a call.
     pub log_level: LogLevel,
+    /// `logFormat` (ours): `text` (default) or `json`.
+    pub log_format: LogFormat,
     /// `logToStderr` (default true).
     pub log_to_stderr: bool,
     /// `logOptions`.
@@ -242,6 +268,9 @@ pub struct ParsedConfig {
     pub config: MultusConfig,
     /// Top-level keys this host does not know, sorted; the caller logs them.
     pub unknown_fields: Vec<String>,
+    /// Values replaced by their default (an unknown `logLevel` or
+    /// `logFormat`), one message each; the caller logs them.
+    pub warnings: Vec<String>,
 }
 
 /// A host config that cannot be used.
@@ -327,9 +356,20 @@ impl MultusConfig {
             return Err(ConfigError::NotAnObject);
         };
 
+        let mut warnings = Vec::new();
         let log_level = match take_string(&mut fields, "logLevel")? {
-            Some(text) => text.parse()?,
+            Some(text) => text.parse().unwrap_or_else(|err: ConfigError| {
+                warnings.push(format!("{err}: using the default (panic)"));
+                LogLevel::default()
+            }),
             None => LogLevel::default(),
+        };
+        let log_format = match take_string(&mut fields, "logFormat")? {
+            Some(text) => text.parse().unwrap_or_else(|warning: String| {
+                warnings.push(warning);
+                LogFormat::default()
+            }),
+            None => LogFormat::default(),
         };
         let global_namespaces = match take_string(&mut fields, "globalNamespaces")? {
             Some(csv) => csv
@@ -359,6 +399,7 @@ impl MultusConfig {
             bin_dir: take_path(&mut fields, "binDir")?.unwrap_or_else(|| DEFAULT_BIN_DIR.into()),
             log_file: take_path(&mut fields, "logFile")?,
             log_level,
+            log_format,
             log_to_stderr: take(&mut fields, "logToStderr")?.unwrap_or(true),
             log_options: take_log_options(&mut fields)?,
             namespace_isolation: take(&mut fields, "namespaceIsolation")?.unwrap_or(false),
@@ -394,6 +435,7 @@ impl MultusConfig {
         Ok(ParsedConfig {
             config,
             unknown_fields,
+            warnings,
         })
     }
 
@@ -606,6 +648,7 @@ mod tests {
             bin_dir: "/opt/cni/bin".into(),
             log_file: None,
             log_level: LogLevel::Panic,
+            log_format: LogFormat::Text,
             log_to_stderr: true,
             log_options: LogOptions {
                 max_age_days: 5,
@@ -831,11 +874,6 @@ mod tests {
             ),
             (json!([1]), 7, "multus config is not a JSON object"),
             (
-                json!({"clusterNetwork": "c", "logLevel": "info"}),
-                7,
-                r#"invalid logLevel "info": expected one of panic, error, verbose, debug"#,
-            ),
-            (
                 json!({"clusterNetwork": "c", "logToStderr": "yes"}),
                 7,
                 r#"invalid "logToStderr" in multus config: invalid type: string "yes", expected a boolean"#,
@@ -936,5 +974,27 @@ mod tests {
             assert_eq!(text.parse::<LogLevel>(), Ok(expected), "{text:?}");
         }
         assert!(LogLevel::Debug > LogLevel::Verbose && LogLevel::Error > LogLevel::Panic);
+    }
+
+    #[test]
+    fn unknown_log_level_and_format_fall_back_with_a_warning() {
+        let parsed = parse(json!({
+            "clusterNetwork": "c",
+            "logLevel": "info",
+            "logFormat": "xml"
+        }))
+        .expect("parses");
+        assert_eq!(parsed.config.log_level, LogLevel::Panic);
+        assert_eq!(parsed.config.log_format, LogFormat::Text);
+        assert_eq!(
+            parsed.warnings,
+            vec![
+                r#"invalid logLevel "info": expected one of panic, error, verbose, debug: using the default (panic)"#.to_string(),
+                r#"unknown logFormat "xml" (expected text or json): using text"#.to_string(),
+            ]
+        );
+        let parsed = parse(json!({"clusterNetwork": "c", "logFormat": "JSON"})).expect("parses");
+        assert_eq!(parsed.config.log_format, LogFormat::Json);
+        assert!(parsed.warnings.is_empty());
     }
 }

@@ -24,7 +24,7 @@ use crate::cni::{
 };
 use crate::confdir::nad_config;
 use crate::config::MultusConfig;
-use crate::k8s::{NetworkSource, PodInfo};
+use crate::k8s::{NetworkSource, PodEvent, PodInfo};
 use crate::netlink::Kernel;
 use crate::plan::{AddRoute, IpFamily, Op, Plan, policy};
 use crate::runner::{Attachment, CallContext, IpamStores, LinkPlans, Resolver};
@@ -129,6 +129,23 @@ impl<'a> Call<'a> {
     }
 
     /// `binDir`, then the runtime's `CNI_PATH`.
+    /// Record `event` about `pod` (when the call has one and is an ADD: a
+    /// DEL rebuilding its attachments sends none); a failure is logged,
+    /// never the call's.
+    fn send_event(&self, pod: Option<&PodInfo>, event: PodEvent) {
+        let Some(pod) = pod.filter(|_| self.env.command == crate::cni::CniCommand::Add) else {
+            return;
+        };
+        match self.effects.source().send_event(pod, &event) {
+            Ok(()) => {
+                tracing::debug!(reason = event.reason, message = %event.message, "event recorded")
+            }
+            Err(err) => {
+                tracing::warn!(reason = event.reason, error = %err, "sending the pod event failed")
+            }
+        }
+    }
+
     fn bin_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = vec![self.config.bin_dir.clone()];
         dirs.extend(self.env.cni_path.iter().map(PathBuf::from));
@@ -256,16 +273,18 @@ impl<'a> Call<'a> {
                 annotations::parse_default_network(value, &self.config.multus_namespace)
                     .map_err(annotation_error)?
         {
-            let nad = self
+            let Some(nad) = self
                 .effects
                 .source()
                 .get_nad(&selection.namespace, &selection.name)?
-                .ok_or_else(|| {
-                    CniError::invalid_network_config(format!(
-                        "cannot find the default network {}/{} (v1.multus-cni.io/default-network)",
-                        selection.namespace, selection.name
-                    ))
-                })?;
+            else {
+                let message = format!(
+                    "cannot find the default network {}/{} (v1.multus-cni.io/default-network)",
+                    selection.namespace, selection.name
+                );
+                self.send_event(Some(pod), PodEvent::no_network_found(message.clone()));
+                return Err(CniError::invalid_network_config(message));
+            };
             let config = nad_config(
                 &selection.name,
                 nad.config.as_deref(),
@@ -292,12 +311,18 @@ impl<'a> Call<'a> {
                     &self.config.global_namespaces,
                 )
                 .map_err(attach_error)?;
-                let nad = self.effects.source().get_nad(&selection.namespace, &selection.name)?.ok_or_else(|| {
-                    CniError::invalid_network_config(format!(
+                let Some(nad) = self
+                    .effects
+                    .source()
+                    .get_nad(&selection.namespace, &selection.name)?
+                else {
+                    let message = format!(
                         "cannot find a network-attachment-definition ({}) in namespace ({}): pod {}/{} asks for it in {NETWORKS_ANNOTATION}",
                         selection.name, selection.namespace, pod.namespace, pod.name
-                    ))
-                })?;
+                    );
+                    self.send_event(Some(pod), PodEvent::no_network_found(message.clone()));
+                    return Err(CniError::invalid_network_config(message));
+                };
                 let config = nad_config(
                     &selection.name,
                     nad.config.as_deref(),
@@ -475,6 +500,8 @@ impl<'a> Call<'a> {
 
         let mut route_edits = Vec::new();
         let mut statuses = Vec::new();
+        // AddedInterface events, sent once the whole ADD has succeeded.
+        let mut added = Vec::new();
         for (index, action) in actions.iter().enumerate() {
             let outcome = self.add_one(
                 &context,
@@ -486,6 +513,15 @@ impl<'a> Call<'a> {
             match outcome {
                 Ok(result) => {
                     let cached = &mut record.attachments[index];
+                    added.push(PodEvent::added_interface(
+                        &cached.ifname,
+                        &result
+                            .ips
+                            .iter()
+                            .map(|ip| ip.address.to_string())
+                            .collect::<Vec<_>>(),
+                        &cached.name,
+                    ));
                     statuses.extend(status::entries(
                         &cached.name,
                         &cached.ifname,
@@ -514,14 +550,18 @@ impl<'a> Call<'a> {
                     if let Err(cache_err) = cache.remove(&container_id) {
                         tracing::error!(error = %cache_err, "removing the attachment cache after rollback failed");
                     }
-                    return Err(CniError::new(
+                    let error = CniError::new(
                         err.code,
                         format!(
                             "[{label}:{network}]: error adding container to network {name:?}: {}",
                             err.msg
                         ),
                     )
-                    .with_details(err.details));
+                    .with_details(err.details);
+                    if crate::cni::error::HOST_RESERVED.contains(&error.code) {
+                        self.send_event(pod.as_ref(), PodEvent::plugin_refused(error.msg.clone()));
+                    }
+                    return Err(error);
                 }
             }
         }
@@ -550,6 +590,9 @@ impl<'a> Call<'a> {
             }
         }
 
+        for event in added {
+            self.send_event(pod.as_ref(), event);
+        }
         let master = record
             .attachments
             .iter()

@@ -392,3 +392,66 @@ fn check_runs_every_attachment_against_its_result() {
     assert_eq!(count(&events, "host-local CHECK"), 1);
     assert_eq!(count(&events, "macvlan CHECK"), 1);
 }
+
+#[test]
+fn a_successful_add_records_an_added_interface_event_per_attachment() {
+    let effects = node("net-a,net-b");
+    run(&effects, &config(json!({})), "ADD").unwrap();
+    assert_eq!(
+        effects.world.k8s_events(),
+        [
+            "default/pod (uid-1) Normal AddedInterface: Add eth0 [10.244.0.5/24] from cluster",
+            "default/pod (uid-1) Normal AddedInterface: Add net1 [10.1.0.2/24] from default/net-a",
+            "default/pod (uid-1) Normal AddedInterface: Add net2 [10.1.0.2/24] from default/net-b",
+        ]
+    );
+    // DEL sends none.
+    run(&effects, &config(json!({})), "DEL").unwrap();
+    assert_eq!(effects.world.k8s_events().len(), 3);
+}
+
+#[test]
+fn a_missing_nad_records_no_network_found() {
+    let effects = node("net-a,absent");
+    run(&effects, &config(json!({})), "ADD").unwrap_err();
+    assert_eq!(
+        effects.world.k8s_events(),
+        [
+            "default/pod (uid-1) Warning NoNetworkFound: cannot find a network-attachment-definition (absent) in namespace (default): pod default/pod asks for it in k8s.v1.cni.cncf.io/networks"
+        ]
+    );
+}
+
+#[test]
+fn a_del_that_rebuilds_its_attachments_sends_no_event() {
+    let effects = node("net-a,absent");
+    run(&effects, &config(json!({})), "DEL").unwrap();
+    assert!(effects.world.k8s_events().is_empty());
+}
+
+#[test]
+fn a_sandbox_refusal_records_plugin_refused_and_no_added_interface() {
+    let effects = node("net-a");
+    effects.world.faults().delegate_fuel = true;
+    let err = run(&effects, &config(json!({})), "ADD").unwrap_err();
+    assert_eq!(err.code, crate::sandbox::code::FUEL, "{err}");
+    let events = effects.world.k8s_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].starts_with(
+            "default/pod (uid-1) Warning PluginRefused: [default/pod/uid-1:net-a]: error adding container to network \"default/net-a\""
+        )
+            && events[0].contains("ran out of fuel"),
+        "{events:?}"
+    );
+    assert_nothing_left(&effects, "refused");
+}
+
+#[test]
+fn an_event_that_cannot_be_sent_does_not_fail_the_add() {
+    let effects = node("net-a");
+    effects.world.faults().send_event = true;
+    run(&effects, &config(json!({})), "ADD").unwrap();
+    assert!(effects.world.k8s_events().is_empty());
+    assert_eq!(effects.world.kernel().links.len(), 2);
+}

@@ -111,6 +111,9 @@ impl DaemonConfig {
             .transpose()?;
         let parsed = MultusConfig::parse(&serde_json::to_vec(&fields).expect("json"))
             .map_err(|err| err.to_string())?;
+        for warning in &parsed.warnings {
+            tracing::warn!("{warning}");
+        }
         if !parsed.unknown_fields.is_empty() {
             tracing::warn!(fields = ?parsed.unknown_fields, "unknown fields in the daemon config are ignored");
         }
@@ -204,6 +207,13 @@ impl NetworkSource for SharedSource {
     }
     fn missing_pod_was_deleted(&self) -> bool {
         self.0.missing_pod_was_deleted()
+    }
+    fn send_event(
+        &self,
+        pod: &crate::k8s::PodInfo,
+        event: &crate::k8s::PodEvent,
+    ) -> Result<(), crate::k8s::SourceError> {
+        self.0.send_event(pod, event)
     }
 }
 
@@ -317,8 +327,11 @@ impl Daemon {
             .unwrap_or("unknown")
             .to_string();
         self.metrics.in_flight(&command, 1);
-        let (output, code) = cni_plugin::answer(&stdin, || {
+        let mut span = tracing::Span::none();
+        let outcome = (|| {
             let env = cni_plugin::cni_env(vars)?;
+            span = crate::logging::call_span(&env);
+            let _entered = span.enter();
             if env.command == CniCommand::Version {
                 return Ok(version_output(requested_version(&stdin).as_deref()));
             }
@@ -334,7 +347,11 @@ impl Daemon {
             let _serialized = lock.as_ref().map(|lock| lock.lock());
             let effects = self.effects(&config, plugins)?;
             cni_plugin::execute(&env, &config, netconf, &effects)
-        });
+        })();
+        let (output, code) = {
+            let _entered = span.enter();
+            cni_plugin::respond(&stdin, outcome)
+        };
         let cni_code = if code == 0 {
             0
         } else {

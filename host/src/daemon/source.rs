@@ -237,4 +237,9 @@ impl NetworkSource for CachedSource {
     fn missing_pod_was_deleted(&self) -> bool {
         true
     }
+
+    fn send_event(&self, pod: &PodInfo, event: &crate::k8s::PodEvent) -> Result<(), SourceError> {
+        self.handle
+            .block_on(crate::k8s::api::post_event(&self.client, pod, event))
+    }
 }

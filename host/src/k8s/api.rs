@@ -14,8 +14,8 @@ use kube::{Client, Config};
 use tokio::runtime::Runtime;
 
 use super::{
-    NETWORK_STATUS_ANNOTATION, NadInfo, NetworkAttachmentDefinition, NetworkSource, PodInfo,
-    SourceError,
+    EVENT_COMPONENT, NETWORK_STATUS_ANNOTATION, NadInfo, NetworkAttachmentDefinition,
+    NetworkSource, PodEvent, PodInfo, SourceError,
 };
 
 /// How often a pod GET is tried before giving up (connection errors, 5xx).
@@ -86,6 +86,51 @@ pub fn pod_info(namespace: &str, name: &str, metadata: &kube::api::ObjectMeta) -
         uid: metadata.uid.clone().unwrap_or_default(),
         annotations: metadata.annotations.clone().unwrap_or_default(),
     }
+}
+
+/// POST `event` about `pod` as a core/v1 Event in the pod's namespace, named
+/// as client-go's recorder names them (`<pod>.<hex nanoseconds>`).
+pub async fn post_event(
+    client: &Client,
+    pod: &PodInfo,
+    event: &PodEvent,
+) -> Result<(), SourceError> {
+    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let event = Event {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!("{}.{:x}", pod.name, now.as_nanosecond())),
+            namespace: Some(pod.namespace.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some(pod.namespace.clone()),
+            name: Some(pod.name.clone()),
+            uid: Some(pod.uid.clone()).filter(|uid| !uid.is_empty()),
+            ..Default::default()
+        },
+        type_: Some(event.event_type.into()),
+        reason: Some(event.reason.into()),
+        message: Some(event.message.clone()),
+        source: Some(EventSource {
+            component: Some(EVENT_COMPONENT.into()),
+            host: None,
+        }),
+        reporting_component: Some(EVENT_COMPONENT.into()),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        ..Default::default()
+    };
+    let events: Api<Event> = Api::namespaced(client.clone(), &pod.namespace);
+    events
+        .create(&PostParams::default(), &event)
+        .await
+        .map(|_| ())
+        .map_err(api_error)
 }
 
 impl NetworkSource for ApiSource {
@@ -165,5 +210,9 @@ impl NetworkSource for ApiSource {
 
     fn missing_pod_was_deleted(&self) -> bool {
         true
+    }
+
+    fn send_event(&self, pod: &PodInfo, event: &PodEvent) -> Result<(), SourceError> {
+        self.runtime.block_on(post_event(&self.client, pod, event))
     }
 }

@@ -47,6 +47,50 @@ pub struct NadInfo {
     pub config: Option<String>,
 }
 
+/// A Kubernetes event about a pod, as Multus records them (core/v1 Event,
+/// `involvedObject` the pod).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodEvent {
+    /// `Normal` or `Warning`.
+    pub event_type: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl PodEvent {
+    /// `AddedInterface` (Normal): "Add net1 [192.168.1.200/24] from
+    /// default/macvlan-conf", as Multus words it.
+    pub fn added_interface(ifname: &str, ips: &[String], network: &str) -> PodEvent {
+        PodEvent {
+            event_type: "Normal",
+            reason: "AddedInterface",
+            message: format!("Add {ifname} [{}] from {network}", ips.join(" ")),
+        }
+    }
+
+    /// `NoNetworkFound` (Warning): a NAD the pod asks for is missing.
+    pub fn no_network_found(message: String) -> PodEvent {
+        PodEvent {
+            event_type: "Warning",
+            reason: "NoNetworkFound",
+            message,
+        }
+    }
+
+    /// `PluginRefused` (Warning, ours): the sandbox or the plan policy
+    /// refused a plugin's work.
+    pub fn plugin_refused(message: String) -> PodEvent {
+        PodEvent {
+            event_type: "Warning",
+            reason: "PluginRefused",
+            message,
+        }
+    }
+}
+
+/// The component named in the events' `source` and `reportingComponent`.
+pub const EVENT_COMPONENT: &str = "multus-wasm";
+
 pub const NETWORK_STATUS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/network-status";
 
 #[derive(Debug, thiserror::Error)]
@@ -96,4 +140,11 @@ pub trait NetworkSource: Send + Sync {
     /// pod with no manifest (a local directory: the pod gets its cluster
     /// network only).
     fn missing_pod_was_deleted(&self) -> bool;
+    /// Record `event` about `pod` (a core/v1 Event). Best effort: the caller
+    /// logs a failure and goes on. Nothing by default (a manifest directory
+    /// has nowhere to put events).
+    fn send_event(&self, pod: &PodInfo, event: &PodEvent) -> Result<(), SourceError> {
+        let _ = (pod, event);
+        Ok(())
+    }
 }

@@ -35,6 +35,13 @@
 //!   409 when the patch carries a stale `metadata.resourceVersion`. The status
 //!   subresource keeps the spec, the main resource keeps the status.
 //!
+//! - POST `events` (core/v1, in a namespace): 201 with the Event as stored
+//!   (`metadata.uid` and `resourceVersion` added); kept for
+//!   [`FakeApiServer::events`], never watched. 400 for a body that is not an
+//!   Event of that namespace; [`FakeApiServer::refuse_events`] makes every
+//!   event POST fail with a given code (as RBAC without `create events`
+//!   would, 403).
+//!
 //! Every write (from the test or over HTTP) bumps the one resourceVersion
 //! counter and is recorded as a watch event. Connections are kept alive and
 //! served concurrently (one thread each); [`FakeApiServer::stop`] plays
@@ -52,6 +59,8 @@ use serde_json::{Map, Value, json};
 /// [`FakeApiServer::list_requests`] and [`FakeApiServer::watch_requests`]).
 pub const PODS: &str = "pods";
 pub const NADS: &str = "network-attachment-definitions";
+/// Core/v1 Events (POST only).
+pub const EVENTS: &str = "events";
 const POD: &str = PODS;
 const NAD: &str = NADS;
 const NAD_API_VERSION: &str = "k8s.cni.cncf.io/v1";
@@ -108,6 +117,10 @@ struct State {
     history_limit: usize,
     /// Status writes still to answer with a conflict (someone else wrote).
     conflicts_to_force: u32,
+    /// Events POSTed and accepted, in order.
+    k8s_events: Vec<Value>,
+    /// The code every event POST gets instead of 201.
+    refuse_events: Option<u16>,
     /// Every request: "METHOD path".
     log: Vec<String>,
     /// Every request: "METHOD path?query" (as sent).
@@ -131,6 +144,8 @@ impl State {
             compacted: FIRST_VERSION,
             history_limit: HISTORY_LIMIT,
             conflicts_to_force: 0,
+            k8s_events: Vec::new(),
+            refuse_events: None,
             log: Vec::new(),
             log_with_query: Vec::new(),
             lists: BTreeMap::new(),
@@ -450,6 +465,17 @@ impl FakeApiServer {
     /// latest version, as on a real server).
     pub fn force_status_conflicts(&self, count: u32) {
         self.lock().conflicts_to_force = count;
+    }
+
+    /// Every Event accepted so far, as stored, in order.
+    pub fn events(&self) -> Vec<Value> {
+        self.lock().k8s_events.clone()
+    }
+
+    /// Answer every event POST with `code` (a `Status` of that code) and
+    /// keep nothing; `None` accepts them again.
+    pub fn refuse_events(&self, code: Option<u16>) {
+        self.lock().refuse_events = code;
     }
 
     /// Every request so far, as "METHOD path" (no query string).
@@ -1028,6 +1054,7 @@ struct Route<'a> {
 fn route(path: &str) -> Option<Route<'_>> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (resource, rest) = match parts.as_slice() {
+        ["api", "v1", rest @ ..] if rest.contains(&EVENTS) => (EVENTS, rest),
         ["api", "v1", rest @ ..] => (POD, rest),
         ["apis", "k8s.cni.cncf.io", "v1", rest @ ..] => (NAD, rest),
         _ => return None,
@@ -1080,6 +1107,17 @@ fn handle(request: &Request, shared: &Shared, connection: u64) -> Reply {
         return status(404, "NotFound", &format!("no route for {path}")).into();
     };
     let reply = match (method.as_str(), route.name, route.subresource) {
+        ("POST", None, None) if route.resource == EVENTS && route.namespace.is_some() => {
+            post_event(
+                &mut state,
+                route.namespace.unwrap_or_default(),
+                &request.body,
+            )
+            .into()
+        }
+        _ if route.resource == EVENTS => {
+            status(405, "MethodNotAllowed", &format!("{method} {path}")).into()
+        }
         ("GET", None, None) if request.flag("watch") == Some(true) => {
             start_watch(&mut state, &route, request, connection)
         }
@@ -1117,6 +1155,49 @@ fn handle(request: &Request, shared: &Shared, connection: u64) -> Reply {
     drop(state);
     shared.changed.notify_all();
     reply
+}
+
+/// An Event POSTed to `namespace`: kept and echoed with a uid and version.
+fn post_event(state: &mut State, namespace: &str, body: &[u8]) -> (u16, Value) {
+    if let Some(code) = state.refuse_events {
+        let reason = match code {
+            403 => "Forbidden",
+            500 => "InternalError",
+            _ => "Refused",
+        };
+        return status(
+            code,
+            reason,
+            &format!("events is refused in the namespace \"{namespace}\""),
+        );
+    }
+    let Ok(mut event) = serde_json::from_slice::<Value>(body) else {
+        return status(400, "BadRequest", "body is not JSON");
+    };
+    let in_namespace = match &event["metadata"]["namespace"] {
+        Value::Null => true,
+        Value::String(ns) => ns == namespace,
+        _ => false,
+    };
+    if !event.is_object()
+        || !in_namespace
+        || !event["involvedObject"].is_object()
+        || !event["reason"].is_string()
+    {
+        return status(
+            400,
+            "BadRequest",
+            "not an Event of this namespace (metadata.namespace, involvedObject, reason)",
+        );
+    }
+    let index = state.k8s_events.len() + 1;
+    event["apiVersion"] = json!("v1");
+    event["kind"] = json!("Event");
+    event["metadata"]["namespace"] = json!(namespace);
+    event["metadata"]["uid"] = json!(format!("event-{index}"));
+    event["metadata"]["resourceVersion"] = json!(index.to_string());
+    state.k8s_events.push(event.clone());
+    (201, event)
 }
 
 /// Someone else writes the pod first (its resourceVersion bumped).
