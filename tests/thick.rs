@@ -353,15 +353,20 @@ fn the_seed_scenario_from_the_api_reads_pods_and_nads_from_the_caches() {
     let cni = through_shim(&cluster, &pod, "samplepod", "api-one");
     call(&cluster, &cni, "ADD").ok();
     assert_eq!(pod.addresses("net1"), vec!["192.168.1.200/24"]);
-    // The daemon records the pod's events through its own client.
+    // The daemon records the pod's events through its own client (sent
+    // while the call goes on: wait for them).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.server().events().len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let events = cluster.server().events();
     assert_eq!(events.len(), 2, "{events:?}");
-    assert_eq!(events[1]["reason"], "AddedInterface");
-    assert_eq!(events[1]["involvedObject"]["uid"], "uid-samplepod");
-    assert_eq!(
-        events[1]["message"],
-        "Add net1 [192.168.1.200/24] from default/macvlan-conf"
-    );
+    let net1 = events
+        .iter()
+        .find(|event| event["message"] == "Add net1 [192.168.1.200/24] from default/macvlan-conf")
+        .unwrap_or_else(|| panic!("no AddedInterface for net1: {events:?}"));
+    assert_eq!(net1["reason"], "AddedInterface");
+    assert_eq!(net1["involvedObject"]["uid"], "uid-samplepod");
     let status = cluster.network_status_from_api();
     assert_eq!(status[1]["name"], "default/macvlan-conf", "{status}");
     assert_eq!(status[1]["ips"], json!(["192.168.1.200"]), "{status}");

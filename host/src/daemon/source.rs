@@ -238,8 +238,16 @@ impl NetworkSource for CachedSource {
         true
     }
 
+    /// Sent from the daemon's runtime while the call goes on (an event is
+    /// best effort, and the call should not wait for the API server): a
+    /// failure is logged there.
     fn send_event(&self, pod: &PodInfo, event: &crate::k8s::PodEvent) -> Result<(), SourceError> {
-        self.handle
-            .block_on(crate::k8s::api::post_event(&self.client, pod, event))
+        let (client, pod, event) = (self.client.clone(), pod.clone(), event.clone());
+        self.handle.spawn(async move {
+            if let Err(err) = crate::k8s::api::post_event(&client, &pod, &event).await {
+                tracing::warn!(pod = %format!("{}/{}", pod.namespace, pod.name), reason = event.reason, error = %err, "sending the pod event failed");
+            }
+        });
+        Ok(())
     }
 }
