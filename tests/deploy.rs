@@ -356,6 +356,25 @@ fn thin_and_thick_both_render_with_kustomize() {
         for kind in ["CustomResourceDefinition", "DaemonSet", "ConfigMap"] {
             assert!(kinds.contains(&kind), "{overlay:?}: {kinds:?}");
         }
+        // A rollout, drain or restart must never remove the node's config:
+        // no container of either DaemonSet cleans up when it stops.
+        for document in documents.iter().filter(|d| d["kind"] == "DaemonSet") {
+            let pod = &document["spec"]["template"]["spec"];
+            for container in ["initContainers", "containers"]
+                .iter()
+                .filter_map(|key| pod[*key].as_array())
+                .flatten()
+            {
+                let command = container["command"].to_string();
+                for flag in ["--cleanup-on-exit", "--cleanup-config-on-exit"] {
+                    assert!(
+                        !command.contains(flag),
+                        "{overlay:?}: {} runs with {flag}",
+                        container["name"]
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -927,3 +927,454 @@ fn the_configmap_layout_installs_through_its_symlinks() {
         digest
     );
 }
+
+// ---------------------------------------------------------------------------
+// Operating the config over a node's life (issue #12): restarts, boot order,
+// removal by others, template edits, migration from Multus, uninstall.
+
+/// `install --watch` running on a fake node, killed when dropped; its log
+/// is kept beside the node for failure messages.
+struct Watcher {
+    child: std::process::Child,
+    log: tempfile::TempDir,
+}
+
+impl Watcher {
+    fn start(args: Vec<String>) -> Watcher {
+        let log = support::scratch();
+        let mut args = args;
+        args.extend([
+            "--watch".into(),
+            "--interval-ms".into(),
+            "100".into(),
+            "--skip-binary-copy".into(),
+        ]);
+        let child = Command::new(support::binary())
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        Watcher { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path().join("stderr")).unwrap_or_default()
+    }
+
+    /// SIGTERM, as kubelet stops the container; it must exit 0.
+    fn terminate(mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{status}: {}", self.log());
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the watcher did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cluster_network(node: &FakeNode) -> Option<Value> {
+    node.config()
+        .map(|config| plugin_config(&config)["clusterNetwork"].clone())
+}
+
+/// Holds for `duration`: `condition` is checked every 50 ms.
+fn stays(what: &str, duration: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        assert!(condition(), "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const CONFLIST: &str = "/etc/cni/net.d/00-multus-wasm.conflist";
+
+#[test]
+fn the_config_survives_a_watcher_restart_and_a_second_install() {
+    let node = FakeNode::new();
+    let watcher = Watcher::start(node.args());
+    wait_for("the first config", || node.config().is_some());
+    let written = node.config().unwrap();
+    // SIGTERM without --cleanup-on-exit: a rollout or restart keeps it.
+    watcher.terminate();
+    assert_eq!(node.config(), Some(written.clone()), "kept on SIGTERM");
+    // The next pod's init step and watcher leave it as it is.
+    let again = install(&node.args());
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(node.config(), Some(written.clone()));
+    let watcher = Watcher::start(node.args());
+    stays(
+        "the restarted watcher keeps it",
+        Duration::from_millis(800),
+        || node.config() == Some(written.clone()),
+    );
+    watcher.terminate();
+    assert_eq!(node.config(), Some(written));
+}
+
+#[test]
+fn without_a_primary_install_succeeds_and_the_watcher_writes_it_when_it_appears() {
+    let node = FakeNode::new();
+    let conf = node.path("/etc/cni/net.d");
+    let ptp = std::fs::read(conf.join("10-ptp.conflist")).unwrap();
+    std::fs::remove_file(conf.join("10-ptp.conflist")).unwrap();
+    std::fs::remove_file(conf.join("99-other.conf")).unwrap();
+
+    // The init step: binary and plugins installed, exit 0, no config.
+    let output = install(&node.args());
+    assert!(output.status.success(), "{output:?}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["waitingForPrimary"], "/etc/cni/net.d", "{report}");
+    assert!(report["config"].is_null(), "{report}");
+    assert!(node.path("/opt/cni/bin/multus-wasm").exists());
+    assert_eq!(report["installed"].as_object().unwrap().len(), 3);
+    assert!(node.config().is_none());
+
+    // The watcher waits, then writes the config as soon as the primary
+    // appears.
+    let watcher = Watcher::start(node.args());
+    stays(
+        "no config without a primary",
+        Duration::from_millis(600),
+        || node.config().is_none(),
+    );
+    std::fs::write(conf.join("10-ptp.conflist"), ptp).unwrap();
+    wait_for("the config for the late primary", || {
+        cluster_network(&node) == Some(json!("/etc/cni/net.d/10-ptp.conflist"))
+    });
+    assert!(
+        watcher.log().contains("no primary CNI config"),
+        "{}",
+        watcher.log()
+    );
+    watcher.terminate();
+}
+
+#[test]
+fn the_watcher_restores_its_config_after_removal_and_rename() {
+    let node = FakeNode::new();
+    let watcher = Watcher::start(node.args());
+    wait_for("the first config", || node.config().is_some());
+    let written = node.config().unwrap();
+
+    std::fs::remove_file(node.path(CONFLIST)).unwrap();
+    wait_for("the config back after removal", || {
+        node.config() == Some(written.clone())
+    });
+
+    // Cilium's exclusive mode renames other configs away.
+    let renamed = node.path("/etc/cni/net.d/00-multus-wasm.conflist.cilium_bak");
+    std::fs::rename(node.path(CONFLIST), &renamed).unwrap();
+    wait_for("the config back after a rename", || {
+        node.config() == Some(written.clone())
+    });
+    assert!(renamed.exists(), "the renamed copy is not ours to touch");
+    // Changed content is put back too.
+    let mut tampered = written.clone();
+    plugin_config_mut(&mut tampered)["clusterNetwork"] = json!("/etc/cni/net.d/99-other.conf");
+    std::fs::write(node.path(CONFLIST), tampered.to_string()).unwrap();
+    wait_for("the config back after an edit", || {
+        node.config() == Some(written.clone())
+    });
+    watcher.terminate();
+}
+
+fn plugin_config_mut(config: &mut Value) -> &mut Value {
+    if config.get("plugins").is_some() {
+        &mut config["plugins"][0]
+    } else {
+        config
+    }
+}
+
+#[test]
+fn a_template_edit_is_applied_without_a_restart() {
+    let node = FakeNode::new();
+    let template_dir = support::scratch();
+    let template = template_dir.path().join("config-template.json");
+    std::fs::write(&template, json!({"logLevel": "debug"}).to_string()).unwrap();
+    let mut args = node.args();
+    args.extend(["--config-template".into(), template.display().to_string()]);
+    let watcher = Watcher::start(args);
+    wait_for("the template's logLevel", || {
+        node.config()
+            .is_some_and(|config| plugin_config(&config)["logLevel"] == "debug")
+    });
+    std::fs::write(
+        &template,
+        json!({"logLevel": "error", "allowedMasters": ["eth9"]}).to_string(),
+    )
+    .unwrap();
+    wait_for("the edited template", || {
+        node.config().is_some_and(|config| {
+            let ours = plugin_config(&config);
+            ours["logLevel"] == "error" && ours["allowedMasters"] == json!(["eth9"])
+        })
+    });
+    // A broken edit keeps the last good template.
+    std::fs::write(&template, "{not json").unwrap();
+    stays("the last good template", Duration::from_millis(600), || {
+        node.config()
+            .is_some_and(|config| plugin_config(&config)["logLevel"] == "error")
+    });
+    watcher.terminate();
+}
+
+#[test]
+fn a_leftover_multus_config_is_never_the_primary() {
+    let node = FakeNode::new();
+    let conf = node.path("/etc/cni/net.d");
+    std::fs::write(
+        conf.join("00-multus.conf"),
+        json!({"cniVersion": "0.3.1", "name": "multus-cni-network", "type": "multus",
+               "delegates": [{"type": "ptp"}]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        conf.join("01-multus-shim.conflist"),
+        json!({"cniVersion": "1.0.0", "name": "multus-cni-network",
+               "plugins": [{"type": "multus-shim"}]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        conf.join("02-old.conf"),
+        json!({"cniVersion": "1.0.0", "name": "x", "type": "multus-wasm-shim"}).to_string(),
+    )
+    .unwrap();
+    let output = install(&node.args());
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        cluster_network(&node),
+        Some(json!("/etc/cni/net.d/10-ptp.conflist"))
+    );
+    assert!(conf.join("00-multus.conf").exists(), "left in place");
+}
+
+#[test]
+fn a_pinned_primary_and_a_separate_primary_dir() {
+    let node = FakeNode::new();
+    // Pinned: the later file, not the first by name.
+    let mut args = node.args();
+    args.extend(["--primary-config".into(), "99-other.conf".into()]);
+    let output = install(&args);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        cluster_network(&node),
+        Some(json!("/etc/cni/net.d/99-other.conf"))
+    );
+
+    // Another dir, pinned, absent at first: no config is written from the
+    // conf dir's configs; the watcher writes it when the pinned one appears.
+    std::fs::remove_file(node.path("/etc/cni/net.d/00-multus-wasm.conf")).unwrap();
+    let mut args = node.args();
+    args.extend([
+        "--primary-conf-dir".into(),
+        "/etc/cni/primary".into(),
+        "--primary-config".into(),
+        "10-calico.conflist".into(),
+    ]);
+    let output = install(&args);
+    assert!(output.status.success(), "{output:?}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        report["waitingForPrimary"],
+        "/etc/cni/primary/10-calico.conflist"
+    );
+    assert!(node.config().is_none());
+    let watcher = Watcher::start(args);
+    stays(
+        "waiting for the pinned primary",
+        Duration::from_millis(600),
+        || node.config().is_none(),
+    );
+    let primary_dir = node.path("/etc/cni/primary");
+    std::fs::create_dir_all(&primary_dir).unwrap();
+    std::fs::write(
+        primary_dir.join("05-first.conflist"),
+        json!({"cniVersion": "1.0.0", "name": "first", "plugins": [{"type": "bridge"}]})
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        primary_dir.join("10-calico.conflist"),
+        json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [{"type": "calico"}]})
+            .to_string(),
+    )
+    .unwrap();
+    wait_for("the config for the pinned primary in its dir", || {
+        cluster_network(&node) == Some(json!("/etc/cni/primary/10-calico.conflist"))
+    });
+    watcher.terminate();
+
+    // The dir alone: its first config.
+    std::fs::remove_file(node.path(CONFLIST)).unwrap();
+    let mut args = node.args();
+    args.extend(["--primary-conf-dir".into(), "/etc/cni/primary".into()]);
+    let output = install(&args);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        cluster_network(&node),
+        Some(json!("/etc/cni/primary/05-first.conflist"))
+    );
+}
+
+#[test]
+fn the_readiness_indicator_and_the_multus_flags_go_into_the_config() {
+    let node = FakeNode::new();
+    let mut args = node.args();
+    args.extend(
+        [
+            "--readiness-indicator-file=/run/flannel/subnet.env",
+            "--multus-log-level=verbose",
+            "--multus-log-file=/var/log/multus-wasm.log",
+            "--multus-kubeconfig-file-host=/etc/cni/net.d/multus.d/multus.kubeconfig",
+            "--cleanup-config-on-exit",
+        ]
+        .map(String::from),
+    );
+    // The indicator does not exist: install still succeeds and writes the
+    // config; the calls wait for it.
+    let output = install(&args);
+    assert!(output.status.success(), "{output:?}");
+    let config = node.config().expect("written before the indicator exists");
+    let ours = plugin_config(&config);
+    assert_eq!(ours["readinessindicatorfile"], "/run/flannel/subnet.env");
+    assert_eq!(ours["logLevel"], "verbose");
+    assert_eq!(ours["logFile"], "/var/log/multus-wasm.log");
+    assert_eq!(
+        ours["kubeconfig"],
+        "/etc/cni/net.d/multus.d/multus.kubeconfig"
+    );
+    // The host's parser reads them (what every call does).
+    let parsed = multus_wasm::config::MultusConfig::parse(&serde_json::to_vec(ours).unwrap())
+        .expect("the generated config parses")
+        .config;
+    assert_eq!(
+        parsed.readiness_indicator_file,
+        Some(PathBuf::from("/run/flannel/subnet.env"))
+    );
+    // A level the host would refuse is refused here.
+    let mut bad = node.args();
+    bad.push("--multus-log-level=loud".into());
+    assert_eq!(install(&bad).status.code(), Some(2));
+}
+
+/// Every file under `root` (not directories), with its content.
+fn files_below(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                out.insert(path.strip_prefix(root).unwrap().to_path_buf(), bytes);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+#[test]
+fn uninstall_removes_exactly_ours() {
+    let node = FakeNode::new();
+    // What is not ours: others' binaries, Multus's files, something else in
+    // the state dir.
+    for (path, bytes) in [
+        ("/opt/cni/bin/ptp", &b"ptp"[..]),
+        ("/opt/cni/bin/multus", b"multus"),
+        ("/etc/cni/net.d/00-multus.conf.cilium_bak", b"{}"),
+        ("/etc/cni/net.d/multus.d/multus.kubeconfig", b"theirs"),
+        ("/var/lib/multus-wasm/notes", b"keep"),
+    ] {
+        std::fs::create_dir_all(node.path(path).parent().unwrap()).unwrap();
+        std::fs::write(node.path(path), bytes).unwrap();
+    }
+    let before = files_below(node.root.path());
+
+    let account = support::scratch();
+    std::fs::write(account.path().join("token"), "t\n").unwrap();
+    std::fs::write(account.path().join("ca.crt"), "ca\n").unwrap();
+    let mut args = node.args();
+    args.extend([
+        "--kubeconfig-from-service-account".into(),
+        "--service-account-dir".into(),
+        account.path().display().to_string(),
+    ]);
+    let output = Command::new(support::binary())
+        .args(&args)
+        .env("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    // The thick files too, and a copy Cilium renamed away.
+    let mut thick = node.args();
+    thick.extend([
+        "--mode=thick".into(),
+        "--shim-binary".into(),
+        support::binary().display().to_string(),
+    ]);
+    assert!(install(&thick).status.success());
+    std::fs::copy(
+        node.path(CONFLIST),
+        node.path("/etc/cni/net.d/00-multus-wasm.conflist.cilium_bak"),
+    )
+    .unwrap();
+    for ours in [
+        "/opt/cni/bin/multus-wasm",
+        "/opt/cni/bin/multus-wasm-shim",
+        "/etc/cni/net.d/multus.d/multus-wasm.kubeconfig",
+        "/var/lib/multus-wasm/daemon.conf",
+        "/var/lib/multus-wasm/cache",
+        "/var/lib/multus-wasm/plugins",
+    ] {
+        assert!(node.path(ours).exists(), "{ours} installed");
+    }
+
+    let uninstall = |node: &FakeNode| {
+        let output = Command::new(support::binary())
+            .args(["uninstall", "--host-root"])
+            .arg(node.root.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    let report = uninstall(&node);
+    assert!(
+        report["removed"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/etc/cni/net.d/00-multus-wasm.conflist.cilium_bak")),
+        "{report}"
+    );
+    assert_eq!(
+        files_below(node.root.path()),
+        before,
+        "exactly what install wrote is gone, the rest untouched"
+    );
+    // Again: nothing left to remove, and no error.
+    assert_eq!(uninstall(&node)["removed"], json!([]));
+}

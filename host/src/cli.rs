@@ -46,6 +46,11 @@ enum Command {
     /// (verified, precompiled) and the generated host config (what the
     /// DaemonSet runs).
     Install(Box<InstallArgs>),
+    /// Remove what install wrote on this node, and only that: our config
+    /// (`00-multus-wasm.*` in the conf dir, renamed copies included), the
+    /// service-account kubeconfig, our binary and shim, and the state dir's
+    /// plugins, compiled-code cache and daemon config. Safe to run again.
+    Uninstall(UninstallArgs),
     /// Thick mode's node daemon: serve CNI calls forwarded by
     /// `multus-wasm-shim` on a root-only unix socket, with plugins and
     /// informer caches kept warm.
@@ -71,6 +76,22 @@ struct DaemonArgs {
     metrics_address: Option<std::net::SocketAddr>,
     #[command(flatten)]
     install: InstallArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct UninstallArgs {
+    /// Where the host's root is mounted (`/host` in the DaemonSet).
+    #[arg(long, default_value = "/")]
+    host_root: PathBuf,
+    /// The host's CNI bin dir (a host path).
+    #[arg(long, default_value = "/opt/cni/bin")]
+    bin_dir: PathBuf,
+    /// The host's CNI conf dir (a host path).
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    conf_dir: PathBuf,
+    /// The node's state dir (a host path).
+    #[arg(long, default_value = "/var/lib/multus-wasm")]
+    state_dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,26 +122,57 @@ struct InstallArgs {
     /// next to this executable).
     #[arg(long)]
     shim_binary: Option<PathBuf>,
-    /// JSON with extra host-config fields (kubeconfig, logFile, wasmLimits, allowedMasters...).
+    /// JSON with extra host-config fields (kubeconfig, logFile, wasmLimits,
+    /// allowedMasters...). The watcher re-reads it every round: edits (a
+    /// ConfigMap update) are applied without a restart.
     #[arg(long)]
     config_template: Option<PathBuf>,
+    /// Pin the primary CNI config to this file name (in the primary conf
+    /// dir); until it exists, our config is not written. Without it, the
+    /// first config by name that is not a meta-plugin's (multus,
+    /// multus-shim, multus-wasm, multus-wasm-shim) and not ours.
+    #[arg(long)]
+    primary_config: Option<String>,
+    /// Read the primary CNI config from this dir (a host path) instead of
+    /// the conf dir: the usual fix for the boot race, where kubelet must
+    /// not see the primary before ours.
+    #[arg(long)]
+    primary_conf_dir: Option<PathBuf>,
+    /// Multus's `--multus-kubeconfig-file-host`: the kubeconfig (a host
+    /// path) written into the config as `kubeconfig`.
+    #[arg(long, conflicts_with = "kubeconfig_from_service_account")]
+    multus_kubeconfig_file_host: Option<PathBuf>,
+    /// Multus's `--multus-log-level`: the config's `logLevel` (the CNI
+    /// calls' log, not this command's `--log-level`).
+    #[arg(long, value_parser = parse_log_level)]
+    multus_log_level: Option<String>,
+    /// Multus's `--multus-log-file`: the config's `logFile`.
+    #[arg(long)]
+    multus_log_file: Option<PathBuf>,
     /// The binary to install (default: this one).
     #[arg(long)]
     binary: Option<PathBuf>,
     /// Do not copy the binary.
     #[arg(long)]
     skip_binary_copy: bool,
-    /// Write the config only once this file exists (a host path).
+    /// Written into the config as `readinessindicatorfile` (a host path):
+    /// every CNI call waits for it (the primary network is ready).
     #[arg(long)]
     readiness_indicator_file: Option<PathBuf>,
-    /// Keep running and keep the config in step with the primary config and the plugins.
+    /// Keep running and keep the config in step with the primary config,
+    /// the template and the plugins: every round compares the config files
+    /// with what they should hold and rewrites them when missing (removed
+    /// or renamed away) or different; a missing primary is waited for.
     #[arg(long)]
     watch: bool,
     /// How often --watch looks for changes, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     interval_ms: u64,
     /// With --watch, remove our config when stopped (SIGTERM/SIGINT).
-    #[arg(long)]
+    /// Not for a DaemonSet: every rollout or restart would take the node's
+    /// pod network away; use `multus-wasm uninstall` to remove it.
+    /// Multus's `--cleanup-config-on-exit` is the same flag.
+    #[arg(long, alias = "cleanup-config-on-exit")]
     cleanup_on_exit: bool,
     /// Write a kubeconfig for the host binary from the pod's service account.
     #[arg(long)]
@@ -266,6 +318,7 @@ pub fn main() -> i32 {
         }
         Command::Plugin(PluginCmd::Compile { config }) => compile(&config),
         Command::Install(args) => install(&args),
+        Command::Uninstall(args) => uninstall(&args),
         Command::Daemon(args) => daemon(&args),
     };
     match outcome {
@@ -604,19 +657,33 @@ fn compile(config_path: &Path) -> Result<String, CniError> {
     Ok(serde_json::to_string_pretty(&Value::Object(report)).unwrap_or_default())
 }
 
+/// `--multus-log-level`: a level the host config accepts.
+fn parse_log_level(text: &str) -> Result<String, String> {
+    text.parse::<crate::config::LogLevel>()
+        .map(|_| text.to_string())
+        .map_err(|err| err.to_string())
+}
+
 fn install_options(args: &InstallArgs) -> Result<crate::install::InstallOptions, CniError> {
     let config_template = match &args.config_template {
-        Some(path) => {
-            let (_, value) = read_json(path, "config template")?;
-            value.as_object().cloned().ok_or_else(|| {
-                CniError::invalid_network_config(format!(
-                    "{} must hold a JSON object",
-                    path.display()
-                ))
-            })?
-        }
+        Some(path) => crate::install::read_template(path)
+            .map_err(|err| CniError::invalid_network_config(err.to_string()))?,
         None => serde_json::Map::new(),
     };
+    let mut config_overrides = serde_json::Map::new();
+    if let Some(kubeconfig) = &args.multus_kubeconfig_file_host {
+        config_overrides.insert("kubeconfig".into(), json!(kubeconfig));
+    }
+    if let Some(level) = &args.multus_log_level {
+        config_overrides.insert("logLevel".into(), json!(level));
+    }
+    if let Some(file) = &args.multus_log_file {
+        config_overrides.insert("logFile".into(), json!(file));
+    }
+    if let Some(name) = &args.primary_config {
+        crate::install::check_file_name(name)
+            .map_err(|err| CniError::invalid_environment(format!("--primary-config: {err}")))?;
+    }
     Ok(crate::install::InstallOptions {
         host_root: args.host_root.clone(),
         bin_dir: args.bin_dir.clone(),
@@ -624,6 +691,10 @@ fn install_options(args: &InstallArgs) -> Result<crate::install::InstallOptions,
         state_dir: args.state_dir.clone(),
         plugin_dir: args.plugin_dir.clone(),
         config_template,
+        config_template_file: args.config_template.clone(),
+        config_overrides,
+        primary_config: args.primary_config.clone(),
+        primary_conf_dir: args.primary_conf_dir.clone(),
         binary: args.binary.clone(),
         skip_binary_copy: args.skip_binary_copy,
         readiness_indicator_file: args.readiness_indicator_file.clone(),
@@ -651,6 +722,21 @@ fn daemon(args: &DaemonArgs) -> Result<String, CniError> {
     crate::daemon::run(&args.config, args.metrics_address, keep_config)
         .map(|()| String::new())
         .map_err(|err| CniError::internal(err.to_string()))
+}
+
+fn uninstall(args: &UninstallArgs) -> Result<String, CniError> {
+    let report = crate::install::uninstall(&crate::install::UninstallOptions {
+        host_root: args.host_root.clone(),
+        bin_dir: args.bin_dir.clone(),
+        conf_dir: args.conf_dir.clone(),
+        state_dir: args.state_dir.clone(),
+    });
+    let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+    if report.failed.is_empty() {
+        Ok(text)
+    } else {
+        Err(CniError::io_failure("some files could not be removed").with_details(text))
+    }
 }
 
 fn install(args: &InstallArgs) -> Result<String, CniError> {

@@ -16,12 +16,15 @@
 //!    non-blocking, regular and at most [`MAX_PLUGIN_BYTES`]. A refused
 //!    entry is logged by its name and reason only, never its digest.
 //! 3. Write the host config like Multus's auto mode: the alphabetically first
-//!    primary config in the CNI conf dir (skipping our own) becomes the
-//!    `clusterNetwork`; written atomically as `00-multus-wasm.conf` (or
-//!    `.conflist` for cniVersion >= 1.0.0).
-//! 4. With `--watch`, keep the config in step when the primary config or the
-//!    plugin directory changes (the ConfigMap mount's symlink swap), and
-//!    remove our config on shutdown when asked.
+//!    primary config in the CNI conf dir (or `--primary-conf-dir`; or the
+//!    `--primary-config` file) that is neither ours nor a meta-plugin's
+//!    becomes the `clusterNetwork`; written atomically as
+//!    `00-multus-wasm.conf` (or `.conflist` for cniVersion >= 1.0.0). No
+//!    primary yet is no error: the config is left for the watcher.
+//! 4. With `--watch`, every round compares the config files with what they
+//!    should be (primary, re-read template, plugins) and rewrites what is
+//!    missing or different; our config is removed on shutdown only when
+//!    asked (`--cleanup-on-exit`, not for a DaemonSet).
 //!
 //! Every path is a host path; `--host-root` is where the host's root is
 //! mounted in the container (`/host`), so the files are reached at
@@ -72,10 +75,22 @@ pub struct InstallOptions {
     /// Extra host-config fields (kubeconfig, logFile, wasmLimits,
     /// allowedMasters, ...), merged into the generated config.
     pub config_template: Map<String, Value>,
+    /// The file `config_template` was read from (a container path: the
+    /// mounted ConfigMap); the watcher re-reads it every round.
+    pub config_template_file: Option<PathBuf>,
+    /// Fields set over the template (the Multus-named flags: `kubeconfig`,
+    /// `logLevel`, `logFile`).
+    pub config_overrides: Map<String, Value>,
+    /// Pin the primary config to this file name (waited for when absent).
+    pub primary_config: Option<String>,
+    /// Read the primary config from this dir (a host path) instead of the
+    /// conf dir.
+    pub primary_conf_dir: Option<PathBuf>,
     /// The binary to install (default: this executable).
     pub binary: Option<PathBuf>,
     pub skip_binary_copy: bool,
-    /// Wait for this file (a host path) before writing the config.
+    /// Written into the config as `readinessindicatorfile` (a host path):
+    /// every call waits for it.
     pub readiness_indicator_file: Option<PathBuf>,
     /// Write a kubeconfig for the host binary from this service-account
     /// directory (token, ca.crt; a container path) and the
@@ -112,12 +127,12 @@ pub struct ManifestEntry {
 pub enum InstallError {
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
-    #[error("no primary CNI config in {0} (waiting for the cluster network to write one)")]
+    #[error("no primary CNI config at {0} yet (waiting for the cluster network to write one)")]
     NoPrimary(PathBuf),
     #[error("plugin manifest {path}: {reason}")]
     Manifest { path: PathBuf, reason: String },
-    #[error("still waiting for the readiness indicator file {0}")]
-    NotReady(PathBuf),
+    #[error("config template {path}: {reason}")]
+    Template { path: PathBuf, reason: String },
 }
 
 /// Why a plugin type or file of the manifest is refused, or a file of the
@@ -286,6 +301,10 @@ pub struct InstallReport {
     /// thick mode: the daemon's config (host path)
     #[serde(skip_serializing_if = "Option::is_none")]
     pub daemon_config: Option<PathBuf>,
+    /// No primary config yet (where it is looked for): ours is not written;
+    /// the watcher writes it when the primary appears.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for_primary: Option<PathBuf>,
 }
 
 impl InstallOptions {
@@ -347,28 +366,115 @@ fn read_manifest_in(
     })
 }
 
-/// The primary config: the lexically first `.conf`/`.conflist`/`.json` in
-/// the conf dir that is not ours.
-pub fn find_primary(conf_dir: &Path) -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = std::fs::read_dir(conf_dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| {
-            let name = path
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            path.is_file()
-                && !name.starts_with(OUR_CONFIG_PREFIX)
-                && matches!(
-                    path.extension().and_then(|ext| ext.to_str()),
-                    Some("conf" | "conflist" | "json")
-                )
+/// The config types of meta-plugins (Multus's and ours, thin and thick):
+/// a config of one of these types is never the primary (a `00-multus.conf`
+/// left by Multus would make us delegate to Multus, or to ourselves).
+pub const META_PLUGIN_TYPES: [&str; 4] =
+    ["multus", "multus-shim", "multus-wasm", "multus-wasm-shim"];
+
+/// The type of a CNI config: its own `type`, or its first plugin's.
+pub fn config_type(config: &Value) -> Option<&str> {
+    config
+        .get("type")
+        .and_then(Value::as_str)
+        .or_else(|| config.get("plugins")?.get(0)?.get("type")?.as_str())
+}
+
+/// Whether `config` is a meta-plugin's (see [`META_PLUGIN_TYPES`]).
+pub fn is_meta_config(config: &Value) -> bool {
+    config_type(config).is_some_and(|config_type| META_PLUGIN_TYPES.contains(&config_type))
+}
+
+/// Whether a file name may hold the primary config: libcni's extensions
+/// (`.conf`, `.conflist`, `.json`) and not our prefix. A renamed copy of
+/// ours (`00-multus-wasm.conflist.cilium_bak`) fails both.
+pub fn is_candidate_name(name: &str) -> bool {
+    !name.starts_with(OUR_CONFIG_PREFIX)
+        && Path::new(name)
+            .extension()
+            .and_then(|extension| extension.to_str())
+            .is_some_and(|extension| crate::attachments::CONF_FILE_EXTENSIONS.contains(&extension))
+}
+
+/// The primary among `listing` (file names with their content, `None` when
+/// unreadable or not JSON): with `pinned`, that file only (any extension);
+/// else, as Multus's auto mode, the first by name of the candidates
+/// ([`is_candidate_name`]). Never ours, never a meta-plugin's config, never
+/// one that is not a JSON object (a file still being written waits for the
+/// next round).
+pub fn choose_primary(listing: &[(String, Option<Value>)], pinned: Option<&str>) -> Option<String> {
+    let mut usable: Vec<&str> = listing
+        .iter()
+        .filter(|(name, _)| match pinned {
+            Some(pinned) => name == pinned && !name.starts_with(OUR_CONFIG_PREFIX),
+            None => is_candidate_name(name),
         })
+        .filter(|(_, value)| {
+            value
+                .as_ref()
+                .is_some_and(|value| value.is_object() && !is_meta_config(value))
+        })
+        .map(|(name, _)| name.as_str())
         .collect();
-    candidates.sort();
-    candidates.into_iter().next()
+    usable.sort_unstable();
+    usable.first().map(|name| name.to_string())
+}
+
+/// The largest CNI config install reads as a primary candidate (1 MiB).
+const MAX_PRIMARY_BYTES: u64 = 1 << 20;
+
+/// The files of `dir` that may be the primary, with their JSON content:
+/// the pinned name alone, or the dir's configs ([`crate::confdir`]).
+fn list_primary_candidates(dir: &Path, pinned: Option<&str>) -> Vec<(String, Option<Value>)> {
+    let paths = match pinned {
+        Some(name) => {
+            let path = dir.join(name);
+            if path.is_file() {
+                vec![path]
+            } else {
+                Vec::new()
+            }
+        }
+        None => crate::confdir::config_files(dir).unwrap_or_default(),
+    };
+    paths
+        .into_iter()
+        .filter_map(|path| {
+            let name = path.file_name()?.to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            let read = std::fs::File::open(&path)
+                .and_then(|file| file.take(MAX_PRIMARY_BYTES).read_to_end(&mut bytes));
+            let value = read.ok().and_then(|_| serde_json::from_slice(&bytes).ok());
+            if value.is_none() {
+                tracing::debug!(file = %path.display(), "not a JSON config (yet): skipped as a primary");
+            }
+            Some((name, value))
+        })
+        .collect()
+}
+
+/// Whether our file holding `current` (`None`: missing) must be rewritten
+/// to hold `wanted`: missing, not JSON, or different content. Formatting
+/// alone is no difference.
+pub fn needs_rewrite(current: Option<&[u8]>, wanted: &Value) -> bool {
+    match current.and_then(|bytes| serde_json::from_slice::<Value>(bytes).ok()) {
+        Some(current) => current != *wanted,
+        None => true,
+    }
+}
+
+/// Read a config template: a JSON object.
+pub fn read_template(path: &Path) -> Result<Map<String, Value>, InstallError> {
+    let error = |reason: String| InstallError::Template {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|err| error(err.to_string()))?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(error("must hold a JSON object".into())),
+        Err(err) => Err(error(format!("not JSON: {err}"))),
+    }
 }
 
 /// Capabilities the primary declares (top level or any plugin), which the
@@ -489,6 +595,12 @@ fn generate_config(
             config.insert(key.clone(), value.clone());
         }
     }
+    for (key, value) in &options.config_overrides {
+        config.insert(key.clone(), value.clone());
+    }
+    if let Some(indicator) = &options.readiness_indicator_file {
+        config.insert("readinessindicatorfile".into(), json!(indicator));
+    }
     let value = Value::Object(config);
     let uses_list =
         CniVersion::parse(&cni_version).is_ok_and(|version| version >= CniVersion::V1_0_0);
@@ -536,56 +648,85 @@ fn config_file_name(config: &Value) -> &'static str {
     }
 }
 
+/// Our config's two spellings.
+const OUR_CONFIG_NAMES: [&str; 2] = ["00-multus-wasm.conf", "00-multus-wasm.conflist"];
+
 /// Remove our config (both spellings).
 pub fn remove_config(options: &InstallOptions) {
-    for name in ["00-multus-wasm.conf", "00-multus-wasm.conflist"] {
+    for name in OUR_CONFIG_NAMES {
         let _ = std::fs::remove_file(options.local(&options.conf_dir.join(name)));
     }
 }
 
-/// One full pass: binary, plugins, config.
-pub fn install_once(options: &InstallOptions) -> Result<InstallReport, InstallError> {
-    let mut report = InstallReport::default();
-    if !options.skip_binary_copy {
-        let this =
-            || std::env::current_exe().map_err(|err| file_error(Path::new("/proc/self/exe"), err));
-        let (source, name) = match &options.thick {
-            None => (
-                match &options.binary {
-                    Some(binary) => binary.clone(),
-                    None => this()?,
-                },
-                "multus-wasm",
-            ),
-            Some(thick) => (
-                match &thick.shim {
-                    Some(shim) => shim.clone(),
-                    None => this()?.with_file_name("multus-wasm-shim"),
-                },
-                "multus-wasm-shim",
-            ),
-        };
-        let destination = options.bin_dir.join(name);
-        install_file(&source, &options.local(&destination), 0o755)?;
-        report.binary = Some(destination);
+/// Copy the binary (or, thick, the shim) into the bin dir, unless skipped.
+fn install_binary(
+    options: &InstallOptions,
+    report: &mut InstallReport,
+) -> Result<(), InstallError> {
+    if options.skip_binary_copy {
+        return Ok(());
     }
-    let wasm_plugins = install_plugins(options, &mut report)?;
-    if let Some(indicator) = &options.readiness_indicator_file {
-        let local = options.local(indicator);
-        if !local.exists() {
-            return Err(InstallError::NotReady(indicator.clone()));
-        }
-    }
-    let conf_dir = options.local(&options.conf_dir);
-    let primary_local =
-        find_primary(&conf_dir).ok_or_else(|| InstallError::NoPrimary(options.conf_dir.clone()))?;
-    let primary_name = primary_local.file_name().expect("a file").to_owned();
-    let primary = options.conf_dir.join(&primary_name);
-    let primary_value: Value = serde_json::from_slice(
-        &std::fs::read(&primary_local).map_err(|err| file_error(&primary_local, err))?,
-    )
-    .map_err(|err| file_error(&primary_local, format!("not JSON: {err}")))?;
-    let mut config = generate_config(options, &primary, &primary_value, wasm_plugins);
+    let this =
+        || std::env::current_exe().map_err(|err| file_error(Path::new("/proc/self/exe"), err));
+    let (source, name) = match &options.thick {
+        None => (
+            match &options.binary {
+                Some(binary) => binary.clone(),
+                None => this()?,
+            },
+            "multus-wasm",
+        ),
+        Some(thick) => (
+            match &thick.shim {
+                Some(shim) => shim.clone(),
+                None => this()?.with_file_name("multus-wasm-shim"),
+            },
+            "multus-wasm-shim",
+        ),
+    };
+    let destination = options.bin_dir.join(name);
+    install_file(&source, &options.local(&destination), 0o755)?;
+    report.binary = Some(destination);
+    Ok(())
+}
+
+/// What the node's config files should hold.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    /// The primary config (a host path).
+    pub primary: PathBuf,
+    /// Our config's file name in the conf dir and its content.
+    pub name: &'static str,
+    pub config: Value,
+    /// Thick mode: the daemon's config.
+    pub daemon: Option<Value>,
+}
+
+/// The config for the current primary, template and plugins (writing the
+/// service account's kubeconfig when it changed); `NoPrimary` while there
+/// is none.
+pub fn desired_config(
+    options: &InstallOptions,
+    wasm_plugins: &Map<String, Value>,
+) -> Result<Desired, InstallError> {
+    let primary_dir = options
+        .primary_conf_dir
+        .as_ref()
+        .unwrap_or(&options.conf_dir);
+    let pinned = options.primary_config.as_deref();
+    let listing = list_primary_candidates(&options.local(primary_dir), pinned);
+    let Some(name) = choose_primary(&listing, pinned) else {
+        return Err(InstallError::NoPrimary(match pinned {
+            Some(pinned) => primary_dir.join(pinned),
+            None => primary_dir.clone(),
+        }));
+    };
+    let primary_value = listing
+        .into_iter()
+        .find_map(|(candidate, value)| (candidate == name).then_some(value).flatten())
+        .unwrap_or_default();
+    let primary = primary_dir.join(&name);
+    let mut config = generate_config(options, &primary, &primary_value, wasm_plugins.clone());
     if let Some(kubeconfig) = write_kubeconfig(options)? {
         let target = match config
             .get_mut("plugins")
@@ -596,6 +737,7 @@ pub fn install_once(options: &InstallOptions) -> Result<InstallReport, InstallEr
         };
         target["kubeconfig"] = json!(kubeconfig);
     }
+    let mut daemon = None;
     if let Some(thick) = &options.thick {
         // The daemon runs the host config; kubelet runs the shim.
         let mut host_config = match config.get("plugins").and_then(|plugins| plugins.get(0)) {
@@ -604,32 +746,100 @@ pub fn install_once(options: &InstallOptions) -> Result<InstallReport, InstallEr
         };
         host_config["cniVersion"] = config["cniVersion"].clone();
         host_config["socketDir"] = json!(thick.socket_dir);
-        let daemon_config = options.state_dir.join(DAEMON_CONFIG);
-        let bytes = serde_json::to_vec_pretty(&host_config).expect("json");
-        crate::store::write_atomically(&options.local(&daemon_config), &bytes, 0o600)
-            .map_err(|err| file_error(&daemon_config, err))?;
-        report.daemon_config = Some(daemon_config);
+        daemon = Some(host_config);
         config = shim_config(&config, &thick.socket_dir);
     }
-    let name = config_file_name(&config);
-    let stale = if name.ends_with(".conflist") {
-        "00-multus-wasm.conf"
-    } else {
-        "00-multus-wasm.conflist"
-    };
-    let _ = std::fs::remove_file(conf_dir.join(stale));
-    let destination = options.conf_dir.join(name);
-    let bytes = serde_json::to_vec_pretty(&config).expect("json");
-    crate::store::write_atomically(&options.local(&destination), &bytes, 0o600)
-        .map_err(|err| file_error(&destination, err))?;
-    tracing::info!(config = %destination.display(), primary = %primary.display(), "host config written");
-    report.config = Some(destination);
-    report.primary = Some(primary);
+    Ok(Desired {
+        primary,
+        name: config_file_name(&config),
+        config,
+        daemon,
+    })
+}
+
+/// Write `value` as JSON at `host_path` (0600) unless the file already
+/// holds it ([`needs_rewrite`]); returns whether it wrote.
+fn write_json_if_changed(
+    options: &InstallOptions,
+    host_path: &Path,
+    value: &Value,
+) -> Result<bool, InstallError> {
+    let local = options.local(host_path);
+    let current = std::fs::read(&local).ok();
+    if !needs_rewrite(current.as_deref(), value) {
+        return Ok(false);
+    }
+    let bytes = serde_json::to_vec_pretty(value).expect("json");
+    write_file(&bytes, &local, 0o600)?;
+    Ok(true)
+}
+
+/// Make the node's files hold `desired`: compared by content, rewritten
+/// when missing (removed, or renamed away) or different; the other spelling
+/// of ours removed. Returns whether anything was written.
+pub fn sync_config(options: &InstallOptions, desired: &Desired) -> Result<bool, InstallError> {
+    let mut wrote = false;
+    if let Some(daemon) = &desired.daemon {
+        wrote |= write_json_if_changed(options, &options.state_dir.join(DAEMON_CONFIG), daemon)?;
+    }
+    for stale in OUR_CONFIG_NAMES
+        .iter()
+        .filter(|name| **name != desired.name)
+    {
+        let _ = std::fs::remove_file(options.local(&options.conf_dir.join(stale)));
+    }
+    wrote |= write_json_if_changed(
+        options,
+        &options.conf_dir.join(desired.name),
+        &desired.config,
+    )?;
+    Ok(wrote)
+}
+
+/// One full pass: binary, plugins, config. A missing primary is no error:
+/// the binary and plugins are installed, our config is not written
+/// (`waiting_for_primary`), and the watcher writes it later.
+pub fn install_once(options: &InstallOptions) -> Result<InstallReport, InstallError> {
+    let mut report = InstallReport::default();
+    install_binary(options, &mut report)?;
+    let wasm_plugins = install_plugins(options, &mut report)?;
+    match desired_config(options, &wasm_plugins) {
+        Ok(desired) => {
+            if sync_config(options, &desired)? {
+                tracing::info!(config = %options.conf_dir.join(desired.name).display(), primary = %desired.primary.display(), "host config written");
+            }
+            report.config = Some(options.conf_dir.join(desired.name));
+            report.primary = Some(desired.primary);
+            if desired.daemon.is_some() {
+                report.daemon_config = Some(options.state_dir.join(DAEMON_CONFIG));
+            }
+        }
+        Err(InstallError::NoPrimary(place)) => {
+            tracing::info!(primary = %place.display(), "no primary CNI config yet: our config is not written (the watcher writes it when the primary appears)");
+            report.waiting_for_primary = Some(place);
+        }
+        Err(err) => return Err(err),
+    }
     Ok(report)
 }
 
+/// Write `bytes` at `host_path` with `mode` unless it already holds them.
+fn write_bytes_if_changed(
+    options: &InstallOptions,
+    host_path: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<(), InstallError> {
+    let local = options.local(host_path);
+    if std::fs::read(&local).ok().as_deref() == Some(bytes) {
+        return Ok(());
+    }
+    write_file(bytes, &local, mode)
+}
+
 /// Write `<conf-dir>/multus.d/multus-wasm.kubeconfig` (0600) from the
-/// service account, with the CA next to it; returns its host path.
+/// service account, with the CA next to it (each only when it changed);
+/// returns its host path.
 fn write_kubeconfig(options: &InstallOptions) -> Result<Option<PathBuf>, InstallError> {
     let Some(account) = &options.service_account_dir else {
         return Ok(None);
@@ -647,35 +857,28 @@ fn write_kubeconfig(options: &InstallOptions) -> Result<Option<PathBuf>, Install
         format!("https://{host}:{port}")
     };
     let dir = options.conf_dir.join("multus.d");
-    let ca_host_path = dir.join("multus-wasm-ca.crt");
-    let kubeconfig_path = dir.join("multus-wasm.kubeconfig");
-    std::fs::create_dir_all(options.local(&dir)).map_err(|err| file_error(&dir, err))?;
-    crate::store::write_atomically(&options.local(&ca_host_path), &ca, 0o644)
-        .map_err(|err| file_error(&ca_host_path, err))?;
+    let ca_host_path = dir.join(KUBECONFIG_CA);
+    let kubeconfig_path = dir.join(KUBECONFIG);
+    write_bytes_if_changed(options, &ca_host_path, &ca, 0o644)?;
     let kubeconfig = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: multus-wasm\n  user:\n    token: {}\ncontexts:\n- name: multus-wasm\n  context:\n    cluster: local\n    user: multus-wasm\ncurrent-context: multus-wasm\n",
         ca_host_path.display(),
         token.trim()
     );
-    crate::store::write_atomically(
-        &options.local(&kubeconfig_path),
-        kubeconfig.as_bytes(),
-        0o600,
-    )
-    .map_err(|err| file_error(&kubeconfig_path, err))?;
+    write_bytes_if_changed(options, &kubeconfig_path, kubeconfig.as_bytes(), 0o600)?;
     Ok(Some(kubeconfig_path))
 }
 
-/// A fingerprint of what the config depends on: the primary config's name
-/// and content, and the plugin dir's manifest and plugin files (the
-/// ConfigMap's `..data` symlink swap changes it).
+/// The service-account kubeconfig and its CA, in `<conf-dir>/multus.d/`.
+const KUBECONFIG: &str = "multus-wasm.kubeconfig";
+const KUBECONFIG_CA: &str = "multus-wasm-ca.crt";
+
+/// A fingerprint of what the installed plugins depend on: the plugin dir's
+/// manifest and plugin files (the ConfigMap's `..data` symlink swap
+/// changes it) and the template's `wasmLimits` (they shape the compiled
+/// code). The config itself is compared by content every round.
 pub fn fingerprint(options: &InstallOptions) -> String {
     let mut hasher = Vec::new();
-    let conf_dir = options.local(&options.conf_dir);
-    if let Some(primary) = find_primary(&conf_dir) {
-        hasher.extend_from_slice(primary.to_string_lossy().as_bytes());
-        hasher.extend(std::fs::read(&primary).unwrap_or_default());
-    }
     // Read as install reads it: inside the dir, bounded, regular files only.
     if let Ok(plugin_dir) = open_plugin_dir(&options.plugin_dir) {
         let manifest =
@@ -691,35 +894,32 @@ pub fn fingerprint(options: &InstallOptions) -> String {
             }
         }
     }
-    if let Some(indicator) = &options.readiness_indicator_file {
-        hasher.push(options.local(indicator).exists() as u8);
-    }
-    if let Some(account) = &options.service_account_dir {
-        hasher.extend(std::fs::read(account.join("token")).unwrap_or_default());
+    if let Some(limits) = options.config_template.get("wasmLimits") {
+        hasher.extend_from_slice(limits.to_string().as_bytes());
     }
     sha256_hex(&hasher)
 }
 
-/// Install, then keep the config in step until `stop` returns true;
-/// with `cleanup`, remove our config at the end.
+/// Install, then keep the node's config in step until `stop` returns true.
+/// Every round re-reads the template, re-installs the plugins when they
+/// changed, and compares the config files with what they should hold
+/// (rewriting them when missing, renamed away or different); a missing
+/// primary is waited for. Only with `cleanup` is our config removed at the
+/// end: a DaemonSet must not pass it, or every rollout (and every restart)
+/// takes the node's pod network away until the next pod writes it again.
 pub fn watch(
     options: &InstallOptions,
     interval: Duration,
     cleanup: bool,
     stop: &dyn Fn() -> bool,
 ) -> Result<(), InstallError> {
-    let mut last = String::new();
+    let mut state = WatchState {
+        options: options.clone(),
+        plugins: None,
+        last_note: String::new(),
+    };
     while !stop() {
-        let current = fingerprint(options);
-        if current != last {
-            match install_once(options) {
-                Ok(report) => {
-                    tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "install pass");
-                    last = current;
-                }
-                Err(err) => tracing::warn!(error = %err, "install pass incomplete, retrying"),
-            }
-        }
+        state.round();
         let mut slept = Duration::ZERO;
         while slept < interval && !stop() {
             std::thread::sleep(Duration::from_millis(50));
@@ -728,9 +928,132 @@ pub fn watch(
     }
     if cleanup {
         remove_config(options);
-        tracing::info!("removed our host config on shutdown");
+        tracing::info!("removed our host config on shutdown (--cleanup-on-exit)");
     }
     Ok(())
+}
+
+/// What the watcher keeps between rounds.
+struct WatchState {
+    options: InstallOptions,
+    /// The plugin fingerprint and the `wasmPlugins` installed for it.
+    plugins: Option<(String, Map<String, Value>)>,
+    /// The last warning or waiting note, logged once until it changes.
+    last_note: String,
+}
+
+impl WatchState {
+    fn note(&mut self, note: String) {
+        if note != self.last_note {
+            tracing::warn!("{note}");
+            self.last_note = note;
+        }
+    }
+
+    fn round(&mut self) {
+        if let Some(path) = self.options.config_template_file.clone() {
+            match read_template(&path) {
+                Ok(template) => self.options.config_template = template,
+                Err(err) => self.note(format!("{err}; keeping the last good template")),
+            }
+        }
+        let current = fingerprint(&self.options);
+        if self.plugins.as_ref().map(|(fingerprint, _)| fingerprint) != Some(&current) {
+            let mut report = InstallReport::default();
+            let installed = install_binary(&self.options, &mut report)
+                .and_then(|()| install_plugins(&self.options, &mut report));
+            match installed {
+                Ok(wasm_plugins) => {
+                    tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "plugins installed");
+                    self.plugins = Some((current, wasm_plugins));
+                }
+                Err(err) => {
+                    self.note(format!("install pass incomplete, retrying: {err}"));
+                    return;
+                }
+            }
+        }
+        let Some((_, wasm_plugins)) = &self.plugins else {
+            return;
+        };
+        let synced = desired_config(&self.options, wasm_plugins)
+            .and_then(|desired| Ok((sync_config(&self.options, &desired)?, desired)));
+        match synced {
+            Ok((wrote, desired)) => {
+                if wrote {
+                    tracing::info!(config = %self.options.conf_dir.join(desired.name).display(), primary = %desired.primary.display(), "host config written");
+                }
+                self.last_note.clear();
+            }
+            Err(err) => self.note(err.to_string()),
+        }
+    }
+}
+
+/// The node paths `uninstall` cleans.
+#[derive(Debug, Clone)]
+pub struct UninstallOptions {
+    pub host_root: PathBuf,
+    pub bin_dir: PathBuf,
+    pub conf_dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// What `uninstall` removed (host paths) and what it could not.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct UninstallReport {
+    pub removed: Vec<PathBuf>,
+    pub failed: BTreeMap<PathBuf, String>,
+}
+
+/// Remove what install wrote, and only that: our config in the conf dir
+/// (`00-multus-wasm.*`, renamed copies included), the service-account
+/// kubeconfig and CA in `multus.d/`, our binary and shim, and in the state
+/// dir the plugins, the compiled-code cache and the daemon's config (the
+/// state dir itself when nothing else is left in it). What is already
+/// gone is no error, so it can run again.
+pub fn uninstall(options: &UninstallOptions) -> UninstallReport {
+    let local = |host_path: &Path| {
+        options
+            .host_root
+            .join(host_path.strip_prefix("/").unwrap_or(host_path))
+    };
+    let mut targets = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(local(&options.conf_dir)) {
+        let mut ours: Vec<String> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(&format!("{OUR_CONFIG_PREFIX}.")))
+            .collect();
+        ours.sort();
+        targets.extend(ours.into_iter().map(|name| options.conf_dir.join(name)));
+    }
+    let multus_d = options.conf_dir.join("multus.d");
+    targets.extend([multus_d.join(KUBECONFIG), multus_d.join(KUBECONFIG_CA)]);
+    targets.extend(["multus-wasm", "multus-wasm-shim"].map(|name| options.bin_dir.join(name)));
+    targets.extend(["plugins", "cache", DAEMON_CONFIG].map(|name| options.state_dir.join(name)));
+    let mut report = UninstallReport::default();
+    for target in targets {
+        let path = local(&target);
+        let removed = match std::fs::symlink_metadata(&path) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => Err(err),
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+        };
+        match removed {
+            Ok(()) => report.removed.push(target),
+            Err(err) => {
+                report.failed.insert(target, err.to_string());
+            }
+        }
+    }
+    // Only when empty: anything else there is not ours to remove.
+    if std::fs::remove_dir(local(&options.state_dir)).is_ok() {
+        report.removed.push(options.state_dir.clone());
+    }
+    let _ = std::fs::remove_dir(local(&multus_d));
+    report
 }
 
 #[cfg(test)]
@@ -748,9 +1071,88 @@ mod tests {
         ] {
             std::fs::write(dir.path().join(name), "{}").unwrap();
         }
+        let candidates = list_primary_candidates(dir.path(), None);
         assert_eq!(
-            find_primary(dir.path()).unwrap(),
-            dir.path().join("10-calico.conflist")
+            choose_primary(&candidates, None).as_deref(),
+            Some("10-calico.conflist")
+        );
+    }
+
+    fn listing(entries: &[(&str, Option<Value>)]) -> Vec<(String, Option<Value>)> {
+        entries
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn meta_plugin_configs_ours_and_renamed_copies_are_never_the_primary() {
+        let calico = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [{"type": "calico"}]});
+        let multus = |plugin_type: &str| json!({"cniVersion": "0.3.1", "name": "multus-cni-network", "type": plugin_type});
+        let multus_list =
+            json!({"cniVersion": "1.0.0", "name": "m", "plugins": [{"type": "multus-shim"}]});
+        let candidates = listing(&[
+            ("00-multus.conf", Some(multus("multus"))),
+            ("00-multus-shim.conf", Some(multus("multus-shim"))),
+            ("00-multus.conflist", Some(multus_list)),
+            ("01-old-wasm.conf", Some(multus("multus-wasm"))),
+            ("01-old-wasm-shim.conf", Some(multus("multus-wasm-shim"))),
+            ("00-multus-wasm.conflist", Some(calico.clone())),
+            ("00-multus-wasm.conflist.cilium_bak", Some(calico.clone())),
+            ("05-half-written.conflist", None),
+            ("06-array.json", Some(json!([1]))),
+            ("07-readme.txt", Some(calico.clone())),
+            ("10-calico.conflist", Some(calico.clone())),
+            ("20-flannel.conflist", Some(calico.clone())),
+        ]);
+        assert_eq!(
+            choose_primary(&candidates, None).as_deref(),
+            Some("10-calico.conflist")
+        );
+        // Without any usable one there is none.
+        assert_eq!(choose_primary(&candidates[..10], None), None);
+        assert!(!is_candidate_name("00-multus-wasm.conflist.cilium_bak"));
+        assert!(!is_candidate_name("10-calico.conflist.cilium_bak"));
+        assert!(is_candidate_name("10-calico.json"));
+        assert_eq!(config_type(&json!({"plugins": [{"type": "x"}]})), Some("x"));
+    }
+
+    #[test]
+    fn a_pinned_primary_is_that_file_or_none() {
+        let calico = json!({"name": "c", "plugins": [{"type": "calico"}]});
+        let candidates = listing(&[
+            ("05-first.conflist", Some(calico.clone())),
+            ("calico.conf.pinned", Some(calico.clone())),
+            ("00-multus.conf", Some(json!({"type": "multus"}))),
+            ("00-multus-wasm.conf", Some(calico.clone())),
+        ]);
+        assert_eq!(
+            choose_primary(&candidates, Some("calico.conf.pinned")).as_deref(),
+            Some("calico.conf.pinned"),
+            "any extension when pinned"
+        );
+        assert_eq!(
+            choose_primary(&candidates, Some("10-missing.conflist")),
+            None
+        );
+        assert_eq!(choose_primary(&candidates, Some("00-multus.conf")), None);
+        assert_eq!(
+            choose_primary(&candidates, Some("00-multus-wasm.conf")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_rewrite_is_needed_when_missing_unreadable_or_different() {
+        let wanted = json!({"cniVersion": "1.0.0", "plugins": [{"type": "multus-wasm"}]});
+        assert!(needs_rewrite(None, &wanted));
+        assert!(needs_rewrite(Some(b"{\"cniVersion\": \"1.0.0\""), &wanted));
+        assert!(needs_rewrite(Some(b"{}"), &wanted));
+        assert!(!needs_rewrite(Some(wanted.to_string().as_bytes()), &wanted));
+        let pretty = serde_json::to_vec_pretty(&wanted).unwrap();
+        assert!(
+            !needs_rewrite(Some(&pretty), &wanted),
+            "formatting is no difference"
         );
     }
 
@@ -858,6 +1260,10 @@ mod tests {
             state_dir: "/var/lib/multus-wasm".into(),
             plugin_dir: mount.clone(),
             config_template: Map::new(),
+            config_template_file: None,
+            config_overrides: Map::new(),
+            primary_config: None,
+            primary_conf_dir: None,
             binary: None,
             skip_binary_copy: true,
             readiness_indicator_file: None,
