@@ -78,24 +78,9 @@ struct DaemonArgs {
     install: InstallArgs,
 }
 
+/// Where install and uninstall find the node's files.
 #[derive(Debug, clap::Args)]
-struct UninstallArgs {
-    /// Where the host's root is mounted (`/host` in the DaemonSet).
-    #[arg(long, default_value = "/")]
-    host_root: PathBuf,
-    /// The host's CNI bin dir (a host path).
-    #[arg(long, default_value = "/opt/cni/bin")]
-    bin_dir: PathBuf,
-    /// The host's CNI conf dir (a host path).
-    #[arg(long, default_value = "/etc/cni/net.d")]
-    conf_dir: PathBuf,
-    /// The node's state dir (a host path).
-    #[arg(long, default_value = "/var/lib/multus-wasm")]
-    state_dir: PathBuf,
-}
-
-#[derive(Debug, clap::Args)]
-struct InstallArgs {
+struct NodePaths {
     /// Where the host's root is mounted (`/host` in the DaemonSet).
     #[arg(long, default_value = "/")]
     host_root: PathBuf,
@@ -108,6 +93,18 @@ struct InstallArgs {
     /// The node's state dir for plugins and the compiled-code cache (a host path).
     #[arg(long, default_value = "/var/lib/multus-wasm")]
     state_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct UninstallArgs {
+    #[command(flatten)]
+    node: NodePaths,
+}
+
+#[derive(Debug, clap::Args)]
+struct InstallArgs {
+    #[command(flatten)]
+    node: NodePaths,
     /// The shipped plugins: `plugins.json` ({"<type>": {"file", "sha256"}}) and the files.
     #[arg(long, default_value = "/etc/multus-wasm/plugins")]
     plugin_dir: PathBuf,
@@ -685,10 +682,10 @@ fn install_options(args: &InstallArgs) -> Result<crate::install::InstallOptions,
             .map_err(|err| CniError::invalid_environment(format!("--primary-config: {err}")))?;
     }
     Ok(crate::install::InstallOptions {
-        host_root: args.host_root.clone(),
-        bin_dir: args.bin_dir.clone(),
-        conf_dir: args.conf_dir.clone(),
-        state_dir: args.state_dir.clone(),
+        host_root: args.node.host_root.clone(),
+        bin_dir: args.node.bin_dir.clone(),
+        conf_dir: args.node.conf_dir.clone(),
+        state_dir: args.node.state_dir.clone(),
         plugin_dir: args.plugin_dir.clone(),
         config_template,
         config_template_file: args.config_template.clone(),
@@ -725,11 +722,12 @@ fn daemon(args: &DaemonArgs) -> Result<String, CniError> {
 }
 
 fn uninstall(args: &UninstallArgs) -> Result<String, CniError> {
+    let node = &args.node;
     let report = crate::install::uninstall(&crate::install::UninstallOptions {
-        host_root: args.host_root.clone(),
-        bin_dir: args.bin_dir.clone(),
-        conf_dir: args.conf_dir.clone(),
-        state_dir: args.state_dir.clone(),
+        host_root: node.host_root.clone(),
+        bin_dir: node.bin_dir.clone(),
+        conf_dir: node.conf_dir.clone(),
+        state_dir: node.state_dir.clone(),
     });
     let text = serde_json::to_string_pretty(&report).unwrap_or_default();
     if report.failed.is_empty() {
