@@ -1,7 +1,7 @@
 //! The manifests in deploy/: every one parses, kinds are the expected ones,
-//! the CRD matches upstream's, RBAC covers every API call the host makes,
+//! the CRD matches upstream's, the role is bound to the DaemonSet's account,
 //! the DaemonSet mounts every path the install step and config name, and
-//! the plugin ConfigMap stays under Kubernetes' 1 MiB.
+//! every object fits the API with the annotation `kubectl apply` adds.
 
 mod support;
 
@@ -120,41 +120,12 @@ fn the_crd_matches_the_upstream_network_attachment_definition() {
     assert_eq!(Nad::plural(&()), "network-attachment-definitions");
 }
 
-fn allows(rules: &[Value], group: &str, resource: &str, verb: &str) -> bool {
-    rules.iter().any(|rule| {
-        let has = |key: &str, wanted: &str| {
-            rule[key]
-                .as_array()
-                .is_some_and(|items| items.iter().any(|item| item == wanted || item == "*"))
-        };
-        has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
-    })
-}
-
 #[test]
-fn rbac_covers_every_api_call_the_host_makes() {
+fn the_cluster_role_is_bound_to_the_daemonsets_service_account() {
+    // What the role grants is compared with the requests both modes make
+    // in tests/thick.rs (it needs the daemon, so root).
     let documents = manifests();
     let role = find(&documents, "ClusterRole")[0];
-    let rules = role["rules"].as_array().unwrap();
-    // k8s::api: pod GET, NAD GET, GET + PUT pods/status for network-status;
-    // the daemon's caches: LIST + WATCH pods and NADs, PATCH pods/status.
-    for (group, resource, verb) in [
-        ("", "pods", "get"),
-        ("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
-        ("", "pods/status", "update"),
-        ("", "pods/status", "get"),
-        ("", "pods", "list"),
-        ("", "pods", "watch"),
-        ("k8s.cni.cncf.io", "network-attachment-definitions", "list"),
-        ("k8s.cni.cncf.io", "network-attachment-definitions", "watch"),
-        ("", "pods/status", "patch"),
-    ] {
-        assert!(
-            allows(rules, group, resource, verb),
-            "ClusterRole must allow {verb} {group}/{resource}"
-        );
-    }
-    assert!(!allows(rules, "", "secrets", "get"), "no more than needed");
     let binding = find(&documents, "ClusterRoleBinding")[0];
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
     let account = find(&documents, "ServiceAccount")[0];
@@ -231,8 +202,9 @@ fn the_daemonset_mounts_every_path_install_and_the_config_use() {
         }
         let plugin_volume = mounts[flags["plugin-dir"].as_str()];
         assert_eq!(
-            volumes[plugin_volume]["configMap"]["name"],
-            "multus-wasm-plugins"
+            volumes[plugin_volume]["projected"]["sources"][0]["configMap"]["name"],
+            "multus-wasm-plugins",
+            "the plugin dir holds the manifest"
         );
         let template = Path::new(&flags["config-template"]);
         let config_volume = mounts[template.parent().unwrap().to_str().unwrap()];
@@ -258,8 +230,16 @@ fn the_daemonset_mounts_every_path_install_and_the_config_use() {
     }
 }
 
+/// The plugin files the kustomization generates ConfigMaps from, and the
+/// built plugin (the profile `cargo xtask plugins` builds) behind each.
+const SHIPPED: [(&str, &str); 3] = [
+    ("macvlan.wasm", test_artifacts::MACVLAN),
+    ("host-local.wasm", test_artifacts::HOST_LOCAL),
+    ("static.wasm", test_artifacts::STATIC),
+];
+
 #[test]
-fn the_plugin_configmap_is_generated_immutable_and_under_one_mebibyte() {
+fn every_plugin_has_its_own_immutable_configmap_mounted_with_the_manifest() {
     let kustomization: Value = serde_yaml::from_str(
         &std::fs::read_to_string(deploy_dir().join("kustomization.yaml")).unwrap(),
     )
@@ -277,35 +257,109 @@ fn the_plugin_configmap_is_generated_immutable_and_under_one_mebibyte() {
         );
     }
     assert_eq!(kustomization["generatorOptions"]["immutable"], true);
-    let generator = &kustomization["configMapGenerator"][0];
-    assert_eq!(generator["name"], "multus-wasm-plugins");
-    let files: Vec<&str> = generator["files"]
+    // name -> files of every generated ConfigMap.
+    let generated: BTreeMap<&str, Vec<&str>> = kustomization["configMapGenerator"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| f.as_str().unwrap())
+        .map(|generator| {
+            let files = generator["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|file| file.as_str().unwrap())
+                .collect();
+            (generator["name"].as_str().unwrap(), files)
+        })
         .collect();
-    // The release plugins (the same profile `cargo xtask plugins` builds).
-    let built = BTreeMap::from([
-        ("plugins/macvlan.wasm", test_artifacts::MACVLAN),
-        ("plugins/host-local.wasm", test_artifacts::HOST_LOCAL),
-        ("plugins/static.wasm", test_artifacts::STATIC),
-    ]);
-    let mut total = 0u64;
-    for file in &files {
-        total += match built.get(file) {
-            Some(path) => std::fs::metadata(path).unwrap().len(),
-            None => {
-                assert_eq!(*file, "plugins/plugins.json");
-                400
-            }
-        };
-    }
-    assert_eq!(files.len(), built.len() + 1, "{files:?}");
-    assert!(
-        total < 1 << 20,
-        "the plugin ConfigMap holds {total} bytes, over 1 MiB"
+    assert_eq!(
+        generated["multus-wasm-plugins"],
+        vec!["plugins/plugins.json"]
     );
+    for (file, _) in SHIPPED {
+        let plugin = file.trim_end_matches(".wasm");
+        assert_eq!(
+            generated
+                .get(format!("multus-wasm-plugin-{plugin}").as_str())
+                .unwrap_or_else(|| panic!("no ConfigMap for {plugin}: {generated:?}")),
+            &vec![format!("plugins/{file}").as_str()],
+            "one plugin per ConfigMap"
+        );
+    }
+    assert_eq!(generated.len(), SHIPPED.len() + 1, "{generated:?}");
+    // The DaemonSet mounts all of them as one plugin directory.
+    let documents = manifests();
+    let daemonset = find(&documents, "DaemonSet")[0];
+    let volume = daemonset["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|volume| volume["name"] == "plugins")
+        .unwrap();
+    let mut projected: Vec<&str> = volume["projected"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|source| source["configMap"]["name"].as_str().unwrap())
+        .collect();
+    projected.sort();
+    assert_eq!(projected, generated.keys().copied().collect::<Vec<_>>());
+}
+
+/// The annotation `kubectl apply` (client-side) adds to every object it
+/// applies: the object as applied, as compact JSON with a newline.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The API's limits: all annotations of an object together (keys and
+/// values), and a ConfigMap's size.
+const ANNOTATIONS_LIMIT: usize = 256 * 1024;
+const OBJECT_LIMIT: usize = 1 << 20;
+
+#[test]
+fn every_rendered_object_fits_the_api_with_the_annotation_kubectl_apply_adds() {
+    for overlay in ["", "thick"] {
+        for object in render(overlay) {
+            let name = format!("{}/{}", object["kind"], object["metadata"]["name"]);
+            let applied = serde_json::to_string(&object).unwrap() + "\n";
+            let existing: usize = object["metadata"]["annotations"]
+                .as_object()
+                .map(|annotations| {
+                    annotations
+                        .iter()
+                        .map(|(key, value)| key.len() + value.as_str().unwrap_or("").len())
+                        .sum()
+                })
+                .unwrap_or(0);
+            let annotations = existing + LAST_APPLIED.len() + applied.len();
+            assert!(
+                annotations <= ANNOTATIONS_LIMIT,
+                "{overlay:?}: {name} would carry {annotations} bytes of annotations \
+                 after kubectl apply (limit {ANNOTATIONS_LIMIT})"
+            );
+            let mut stored = object.clone();
+            stored["metadata"]["annotations"][LAST_APPLIED] = Value::String(applied);
+            let size = serde_json::to_vec(&stored).unwrap().len();
+            assert!(
+                size <= OBJECT_LIMIT,
+                "{overlay:?}: {name} is {size} bytes as stored (limit {OBJECT_LIMIT})"
+            );
+        }
+    }
+}
+
+/// The manifest `cargo xtask plugins` writes beside the plugins.
+fn manifest_for_shipped() -> Value {
+    let mut manifest = serde_json::Map::new();
+    for (file, built) in SHIPPED {
+        manifest.insert(
+            file.trim_end_matches(".wasm").to_string(),
+            serde_json::json!({
+                "file": file,
+                "sha256": support::sha256_hex(&std::fs::read(built).unwrap()),
+            }),
+        );
+    }
+    Value::Object(manifest)
 }
 
 /// deploy/ copied to a scratch dir with the plugin files kustomize's
@@ -322,14 +376,14 @@ fn render(overlay: &str) -> Vec<Value> {
     assert!(status.success());
     let plugins = copy.join("base/plugins");
     std::fs::create_dir_all(&plugins).unwrap();
-    for (file, built) in [
-        ("macvlan.wasm", test_artifacts::MACVLAN),
-        ("host-local.wasm", test_artifacts::HOST_LOCAL),
-        ("static.wasm", test_artifacts::STATIC),
-    ] {
+    for (file, built) in SHIPPED {
         std::fs::copy(built, plugins.join(file)).unwrap();
     }
-    std::fs::write(plugins.join("plugins.json"), "{}").unwrap();
+    std::fs::write(
+        plugins.join("plugins.json"),
+        serde_json::to_vec(&manifest_for_shipped()).unwrap(),
+    )
+    .unwrap();
     let output = std::process::Command::new("kubectl")
         .arg("kustomize")
         .arg(copy.join(overlay))
@@ -426,4 +480,103 @@ fn the_thick_daemonset_runs_the_daemon_with_what_it_needs() {
     }
     assert_eq!(daemon["readinessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(daemon["env"][0]["name"], "NODE_NAME");
+}
+
+#[test]
+fn only_the_thick_daemon_is_privileged_and_the_watcher_is_probed_on_its_status() {
+    for overlay in ["", "thick"] {
+        let documents = render(overlay);
+        let daemonset = documents
+            .iter()
+            .find(|document| document["kind"] == "DaemonSet")
+            .unwrap();
+        let pod = &daemonset["spec"]["template"]["spec"];
+        for container in ["initContainers", "containers"]
+            .iter()
+            .filter_map(|key| pod[*key].as_array())
+            .flatten()
+        {
+            let name = container["name"].as_str().unwrap();
+            let privileged = container["securityContext"]["privileged"] == true;
+            assert_eq!(
+                privileged,
+                overlay == "thick" && name == "daemon",
+                "{overlay:?}: {name}"
+            );
+            if name == "daemon" {
+                assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+            }
+            if name != "watch" {
+                continue;
+            }
+            // The probes read the status file the watcher writes, on a
+            // volume of the pod's own.
+            let status_file = &flags(container)["status-file"];
+            for (probe, check) in [("livenessProbe", "alive"), ("readinessProbe", "ready")] {
+                let command: Vec<&str> = container[probe]["exec"]["command"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("the watcher has no {probe}"))
+                    .iter()
+                    .map(|arg| arg.as_str().unwrap())
+                    .collect();
+                assert_eq!(&command[..2], ["/usr/local/bin/multus-wasm", "install"]);
+                assert!(command.contains(&format!("--check={check}").as_str()));
+                assert!(command.contains(&format!("--status-file={status_file}").as_str()));
+            }
+            let mount = container["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|mount| {
+                    status_file.starts_with(&format!("{}/", mount["mountPath"].as_str().unwrap()))
+                })
+                .expect("the status file is on a mounted volume");
+            let volume = pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|volume| volume["name"] == mount["name"])
+                .unwrap();
+            assert!(volume["emptyDir"].is_object(), "{volume}");
+        }
+    }
+}
+
+#[test]
+fn the_image_is_built_from_source_static_and_without_the_build_output_in_its_context() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dockerfile = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap();
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter(|line| line.starts_with("FROM "))
+        .collect();
+    assert_eq!(
+        stages.len(),
+        2,
+        "a build stage and a runtime stage: {stages:?}"
+    );
+    assert!(stages[0].ends_with(" AS build"), "{}", stages[0]);
+    assert!(
+        dockerfile.contains("--target x86_64-unknown-linux-musl")
+            && dockerfile.contains("-p multus-wasm -p multus-wasm-shim"),
+        "both node binaries are built for musl in the image"
+    );
+    // The runtime stage has no libc: a dynamically linked binary would not
+    // even start there.
+    assert!(stages[1].contains("distroless/static"), "{}", stages[1]);
+    for binary in ["multus-wasm", "multus-wasm-shim"] {
+        assert!(
+            dockerfile.contains(&format!(
+                "COPY --from=build /out/{binary} /usr/local/bin/{binary}"
+            )),
+            "{binary} comes from the build stage"
+        );
+    }
+    let ignored = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
+    for pattern in ["target/", ".git/"] {
+        assert!(
+            ignored.lines().any(|line| line.trim() == pattern),
+            ".dockerignore lacks {pattern}"
+        );
+    }
 }

@@ -1378,3 +1378,160 @@ fn uninstall_removes_exactly_ours() {
     // Again: nothing left to remove, and no error.
     assert_eq!(uninstall(&node)["removed"], json!([]));
 }
+
+/// `install --check=<probe>` against a watcher's status file.
+fn check(probe: &str, status_file: &Path, max_age: u64) -> Output {
+    install(&[
+        "install".into(),
+        format!("--check={probe}"),
+        format!("--status-file={}", status_file.display()),
+        format!("--check-max-age-seconds={max_age}"),
+    ])
+}
+
+#[test]
+fn the_probes_follow_the_watcher_waiting_ready_and_stuck() {
+    let node = FakeNode::new();
+    let conf = node.path("/etc/cni/net.d");
+    let ptp = std::fs::read(conf.join("10-ptp.conflist")).unwrap();
+    std::fs::remove_file(conf.join("10-ptp.conflist")).unwrap();
+    std::fs::remove_file(conf.join("99-other.conf")).unwrap();
+    let status_dir = support::scratch();
+    let status_file = status_dir.path().join("watch.json");
+    // Before the first round: neither probe passes.
+    assert!(!check("alive", &status_file, 30).status.success());
+
+    let mut args = node.args();
+    args.push(format!("--status-file={}", status_file.display()));
+    let watcher = Watcher::start(args);
+    wait_for("the first round", || status_file.exists());
+    // Waiting for the primary: alive (kubelet must not restart it), not
+    // ready, saying why.
+    assert!(check("alive", &status_file, 30).status.success());
+    let waiting = check("ready", &status_file, 30);
+    assert!(!waiting.status.success());
+    let message = String::from_utf8_lossy(&waiting.stdout);
+    assert!(message.contains("no primary CNI config"), "{message}");
+
+    std::fs::write(conf.join("10-ptp.conflist"), ptp).unwrap();
+    wait_for("ready once the primary appears", || {
+        check("ready", &status_file, 30).status.success()
+    });
+    assert!(node.config().is_some());
+
+    // A watcher that no longer completes rounds is not alive.
+    watcher.terminate();
+    std::thread::sleep(Duration::from_millis(2100));
+    let stuck = check("alive", &status_file, 1);
+    assert!(!stuck.status.success());
+    assert!(
+        String::from_utf8_lossy(&stuck.stdout).contains("stuck"),
+        "{stuck:?}"
+    );
+}
+
+/// The thin DaemonSet's containers (deploy/base/daemonset.yaml).
+fn thin_containers() -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/base/daemonset.yaml");
+    let daemonset: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let pod = &daemonset["spec"]["template"]["spec"];
+    pod["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(pod["containers"].as_array().unwrap())
+        .cloned()
+        .collect()
+}
+
+/// The bit of a capability in /proc/<pid>/status masks.
+fn capability_bit(name: &str) -> u32 {
+    match name {
+        "CHOWN" => 0,
+        "DAC_OVERRIDE" => 1,
+        "DAC_READ_SEARCH" => 2,
+        "FOWNER" => 3,
+        "FSETID" => 4,
+        other => panic!("the thin containers should not need CAP_{other}"),
+    }
+}
+
+#[test]
+fn the_thin_containers_install_and_watch_with_only_the_capabilities_they_are_granted() {
+    support::require_root();
+    for container in thin_containers() {
+        let name = container["name"].as_str().unwrap().to_string();
+        let security = &container["securityContext"];
+        assert_ne!(
+            security["privileged"], true,
+            "{name} must not be privileged"
+        );
+        assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(security["capabilities"]["drop"], json!(["ALL"]), "{name}");
+        let granted: Vec<&str> = security["capabilities"]["add"]
+            .as_array()
+            .map(|caps| caps.iter().map(|cap| cap.as_str().unwrap()).collect())
+            .unwrap_or_default();
+        let bounding = std::iter::once("-all".to_string())
+            .chain(granted.iter().map(|cap| format!("+{}", cap.to_lowercase())))
+            .collect::<Vec<_>>()
+            .join(",");
+        let setpriv = |args: &[String]| {
+            Command::new("setpriv")
+                .arg(format!("--bounding-set={bounding}"))
+                .arg("--inh-caps=-all")
+                .arg("--no-new-privs")
+                .args(args)
+                .output()
+                .expect("setpriv (util-linux)")
+        };
+        // What the container would hold: exactly the granted capabilities.
+        let status = setpriv(&["cat".into(), "/proc/self/status".into()]);
+        let effective = String::from_utf8_lossy(&status.stdout)
+            .lines()
+            .find_map(|line| line.strip_prefix("CapEff:"))
+            .map(|mask| u64::from_str_radix(mask.trim(), 16).unwrap())
+            .unwrap();
+        let wanted = granted
+            .iter()
+            .fold(0u64, |mask, cap| mask | 1 << capability_bit(cap));
+        assert_eq!(effective, wanted, "{name}: the restriction is in force");
+
+        // The install step, then one round of the watcher, on a node whose
+        // dirs are root's (as hostPath DirectoryOrCreate makes them).
+        let node = FakeNode::new();
+        let mut args = vec![support::binary().display().to_string()];
+        args.extend(node.args());
+        let installed = setpriv(&args);
+        assert!(
+            installed.status.success(),
+            "{name}: install needs more than {granted:?}: {}{}",
+            String::from_utf8_lossy(&installed.stdout),
+            String::from_utf8_lossy(&installed.stderr)
+        );
+        assert!(node.config().is_some(), "{name}");
+        assert!(node.path("/opt/cni/bin/multus-wasm").exists(), "{name}");
+        let status_dir = support::scratch();
+        let status_file = status_dir.path().join("watch.json");
+        std::fs::remove_file(node.path(CONFLIST)).unwrap();
+        args.extend([
+            "--watch".into(),
+            "--interval-ms=100".into(),
+            format!("--status-file={}", status_file.display()),
+        ]);
+        let log = support::scratch();
+        let child = Command::new("setpriv")
+            .arg(format!("--bounding-set={bounding}"))
+            .args(["--inh-caps=-all", "--no-new-privs"])
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let watcher = Watcher { child, log };
+        wait_for("the restricted watcher restores the config", || {
+            node.config().is_some() && check("ready", &status_file, 30).status.success()
+        });
+        watcher.terminate();
+    }
+}

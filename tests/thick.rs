@@ -479,3 +479,137 @@ fn a_watch_that_breaks_after_a_compaction_relists_and_the_cache_catches_up() {
     call(&cluster, &cni, "DEL").ok();
     cluster.assert_nothing_left(&pod, "after DEL");
 }
+
+/// What a request asks of RBAC: (API group, resource[/subresource], verb),
+/// as the API server's authorizer sees it.
+fn rbac_request(request: &str) -> (String, String, String) {
+    let (method, target) = request.split_once(' ').unwrap();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // /api/v1/... or /apis/<group>/<version>/...
+    let (group, rest) = match parts.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => panic!("a request RBAC does not cover: {request}"),
+    };
+    // [namespaces/<ns>/]<resource>[/<name>[/<subresource>]]
+    let rest = match rest {
+        ["namespaces", _namespace, rest @ ..] => rest,
+        rest => rest,
+    };
+    let (resource, named) = match rest {
+        [resource] => (resource.to_string(), false),
+        [resource, _name] => (resource.to_string(), true),
+        [resource, _name, subresource] => (format!("{resource}/{subresource}"), true),
+        _ => panic!("a request RBAC does not cover: {request}"),
+    };
+    let watch = query.split('&').any(|pair| pair == "watch=true");
+    let verb = match (method, named) {
+        ("GET", true) => "get",
+        ("GET", false) if watch => "watch",
+        ("GET", false) => "list",
+        ("POST", false) => "create",
+        ("PUT", true) => "update",
+        ("PATCH", true) => "patch",
+        ("DELETE", true) => "delete",
+        _ => panic!("a request RBAC does not cover: {request}"),
+    };
+    (group.to_string(), resource, verb.to_string())
+}
+
+/// Every (group, resource, verb) the shipped ClusterRole grants.
+fn rbac_grants() -> std::collections::BTreeSet<(String, String, String)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/base/rbac.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut grants = std::collections::BTreeSet::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value: Value = serde::Deserialize::deserialize(document).unwrap();
+        if value["kind"] != "ClusterRole" {
+            continue;
+        }
+        for rule in value["rules"].as_array().unwrap() {
+            let strings = |key: &str| -> Vec<String> {
+                rule[key]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|item| item.as_str().unwrap().to_string())
+                    .collect()
+            };
+            for group in strings("apiGroups") {
+                for resource in strings("resources") {
+                    for verb in strings("verbs") {
+                        assert!(
+                            group != "*" && resource != "*" && verb != "*",
+                            "no wildcards in the ClusterRole"
+                        );
+                        grants.insert((group.clone(), resource.clone(), verb));
+                    }
+                }
+            }
+        }
+    }
+    grants
+}
+
+#[test]
+fn rbac_grants_exactly_what_thin_and_thick_mode_ask_of_the_api() {
+    let cluster = Cluster::api();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+
+    // Thin mode: the pod and its NAD read, the status written, events.
+    cluster.add_pod_named("thinpod", "uid-thinpod", "macvlan-conf");
+    cluster.add_pod_named("nonad", "uid-nonad", "no-such-conf");
+    let pod = Netns::new("mwrbac");
+    let thin = cluster.cni_named(&pod, "thinpod", "rbac-thin", "uid-thinpod");
+    thin.call("ADD", &cluster.config).ok();
+    thin.call("DEL", &cluster.config).ok();
+    let missing = Netns::new("mwrbac");
+    let refused = cluster.cni_named(&missing, "nonad", "rbac-nonad", "uid-nonad");
+    assert_ne!(refused.call("ADD", &cluster.config).code, 0);
+    refused.call("DEL", &cluster.config).ok();
+
+    // Thick mode: the daemon lists and watches pods and NADs, patches the
+    // status, sends events, and reads a pod its cache does not hold yet.
+    let daemon = Daemon::start(&cluster);
+    wait_metric(&daemon, r#"multus_wasm_cache_objects{kind="nads"} 1"#);
+    cluster.add_pod_named("thickpod", "uid-thickpod", "macvlan-conf");
+    wait_metric(&daemon, r#"multus_wasm_cache_objects{kind="pods"} 3"#);
+    let thick_pod = Netns::new("mwrbac");
+    let thick = through_shim(&cluster, &thick_pod, "thickpod", "rbac-thick");
+    call(&cluster, &thick, "ADD").ok();
+    call(&cluster, &thick, "DEL").ok();
+    cluster.server().add_pod_on_node(
+        "default",
+        "lagging",
+        "uid-lagging",
+        "node-2",
+        json!({"k8s.v1.cni.cncf.io/networks": "macvlan-conf"}),
+    );
+    let lagging_pod = Netns::new("mwrbac");
+    let lagging = through_shim(&cluster, &lagging_pod, "lagging", "rbac-lagging");
+    call(&cluster, &lagging, "ADD").ok();
+    call(&cluster, &lagging, "DEL").ok();
+    // The daemon's events are sent while the calls go on.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.server().events().len() < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(daemon);
+
+    let asked: std::collections::BTreeSet<(String, String, String)> = cluster
+        .server()
+        .requests_with_query()
+        .iter()
+        .map(|request| rbac_request(request))
+        .collect();
+    let granted = rbac_grants();
+    let missing: Vec<_> = asked.difference(&granted).collect();
+    let unused: Vec<_> = granted.difference(&asked).collect();
+    assert!(
+        missing.is_empty() && unused.is_empty(),
+        "the ClusterRole must grant exactly what the code asks:\n  asked but not granted: {missing:?}\n  granted but never asked: {unused:?}"
+    );
+    cluster.assert_nothing_left(&pod, "thin");
+    cluster.assert_nothing_left(&thick_pod, "thick");
+}

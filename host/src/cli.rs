@@ -162,6 +162,20 @@ struct InstallArgs {
     /// or renamed away) or different; a missing primary is waited for.
     #[arg(long)]
     watch: bool,
+    /// With --watch: leave each round's outcome in this file (a container
+    /// path, e.g. on an emptyDir) for `--check`.
+    #[arg(long)]
+    status_file: Option<PathBuf>,
+    /// Probe a running watcher through its --status-file instead of
+    /// installing (the DaemonSet's liveness and readiness probes), exit 0
+    /// or 1: `alive`, a round ended within --check-max-age-seconds; `ready`,
+    /// alive and the node's config is in place (not waiting for the
+    /// primary, no failed write).
+    #[arg(long, value_enum, requires = "status_file", conflicts_with = "watch")]
+    check: Option<ProbeArg>,
+    /// With --check: how old the last round may be.
+    #[arg(long, default_value_t = 30)]
+    check_max_age_seconds: u64,
     /// How often --watch looks for changes, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     interval_ms: u64,
@@ -177,6 +191,12 @@ struct InstallArgs {
     /// The service account directory (token, ca.crt).
     #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount")]
     service_account_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProbeArg {
+    Alive,
+    Ready,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -738,6 +758,16 @@ fn uninstall(args: &UninstallArgs) -> Result<String, CniError> {
 }
 
 fn install(args: &InstallArgs) -> Result<String, CniError> {
+    if let (Some(probe), Some(status_file)) = (args.check, &args.status_file) {
+        let probe = match probe {
+            ProbeArg::Alive => crate::install::Probe::Alive,
+            ProbeArg::Ready => crate::install::Probe::Ready,
+        };
+        let max_age = Duration::from_secs(args.check_max_age_seconds);
+        return crate::install::check_watch_status(status_file, probe, max_age)
+            .map(|verdict| json!({"ok": true, "verdict": verdict}).to_string())
+            .map_err(CniError::try_again_later);
+    }
     let options = install_options(args)?;
     if !args.watch {
         let report = crate::install::install_once(&options)
@@ -761,6 +791,7 @@ fn install(args: &InstallArgs) -> Result<String, CniError> {
         &options,
         Duration::from_millis(args.interval_ms),
         args.cleanup_on_exit,
+        args.status_file.as_deref(),
         &|| stop.load(std::sync::atomic::Ordering::SeqCst),
     )
     .map_err(|err| CniError::internal(err.to_string()))?;

@@ -907,10 +907,14 @@ pub fn fingerprint(options: &InstallOptions) -> String {
 /// primary is waited for. Only with `cleanup` is our config removed at the
 /// end: a DaemonSet must not pass it, or every rollout (and every restart)
 /// takes the node's pod network away until the next pod writes it again.
+///
+/// With `status_file`, every round leaves its outcome there for the
+/// DaemonSet's probes ([`check_watch_status`]).
 pub fn watch(
     options: &InstallOptions,
     interval: Duration,
     cleanup: bool,
+    status_file: Option<&Path>,
     stop: &dyn Fn() -> bool,
 ) -> Result<(), InstallError> {
     let mut state = WatchState {
@@ -919,7 +923,15 @@ pub fn watch(
         last_note: String::new(),
     };
     while !stop() {
-        state.round();
+        let status = state.round();
+        if let Some(path) = status_file
+            && let Err(err) = write_watch_status(path, &status)
+        {
+            state.note(format!(
+                "cannot write the status file {}: {err}",
+                path.display()
+            ));
+        }
         let mut slept = Duration::ZERO;
         while slept < interval && !stop() {
             std::thread::sleep(Duration::from_millis(50));
@@ -950,7 +962,9 @@ impl WatchState {
         }
     }
 
-    fn round(&mut self) {
+    /// One round; returns whether the node's config is now in place and,
+    /// if not, why.
+    fn round(&mut self) -> WatchStatus {
         if let Some(path) = self.options.config_template_file.clone() {
             match read_template(&path) {
                 Ok(template) => self.options.config_template = template,
@@ -968,13 +982,14 @@ impl WatchState {
                     self.plugins = Some((current, wasm_plugins));
                 }
                 Err(err) => {
-                    self.note(format!("install pass incomplete, retrying: {err}"));
-                    return;
+                    let note = format!("install pass incomplete, retrying: {err}");
+                    self.note(note.clone());
+                    return WatchStatus::waiting(note);
                 }
             }
         }
         let Some((_, wasm_plugins)) = &self.plugins else {
-            return;
+            return WatchStatus::waiting("plugins not installed yet".into());
         };
         let synced = desired_config(&self.options, wasm_plugins)
             .and_then(|desired| Ok((sync_config(&self.options, &desired)?, desired)));
@@ -984,10 +999,113 @@ impl WatchState {
                     tracing::info!(config = %self.options.conf_dir.join(desired.name).display(), primary = %desired.primary.display(), "host config written");
                 }
                 self.last_note.clear();
+                WatchStatus {
+                    in_sync: true,
+                    note: String::new(),
+                }
             }
-            Err(err) => self.note(err.to_string()),
+            Err(err) => {
+                self.note(err.to_string());
+                WatchStatus::waiting(err.to_string())
+            }
         }
     }
+}
+
+/// What the watcher's last round left: whether the node's config holds
+/// what it should (`inSync`), and if not, why (waiting for the primary, a
+/// failed write...). Kept in the watcher's status file for the probes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchStatus {
+    pub in_sync: bool,
+    pub note: String,
+}
+
+impl WatchStatus {
+    fn waiting(note: String) -> WatchStatus {
+        WatchStatus {
+            in_sync: false,
+            note,
+        }
+    }
+}
+
+/// Write `status` to `path` (atomically, when it changed) and set the
+/// file's modification time to now: its age tells the liveness probe when
+/// the last round ended.
+pub fn write_watch_status(path: &Path, status: &WatchStatus) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(status).expect("json");
+    if std::fs::read(path).ok().as_deref() != Some(bytes.as_slice()) {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut file = tempfile::NamedTempFile::new_in(dir)?;
+        std::io::Write::write_all(&mut file, &bytes)?;
+        file.persist(path).map_err(|err| err.error)?;
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(path)?
+        .set_modified(std::time::SystemTime::now())
+}
+
+/// The DaemonSet's probes of a running watcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// A round ended within the allowed age (the watcher is not stuck).
+    Alive,
+    /// Alive, and the node's config is in place.
+    Ready,
+}
+
+/// The verdict of `probe` on the watcher's status file (its content, and
+/// how long ago its last round ended): `Ok` with a line to print, or why
+/// the probe fails.
+pub fn probe_verdict(
+    probe: Probe,
+    status: Option<(WatchStatus, Duration)>,
+    max_age: Duration,
+) -> Result<String, String> {
+    let Some((status, age)) = status else {
+        return Err("the watcher has not finished a round yet (no status file)".into());
+    };
+    if age > max_age {
+        return Err(format!(
+            "the watcher's last round ended {}s ago (more than {}s): it is stuck",
+            age.as_secs(),
+            max_age.as_secs()
+        ));
+    }
+    match probe {
+        Probe::Ready if !status.in_sync => Err(format!("not ready: {}", status.note)),
+        Probe::Ready => Ok("ready: the node's config is in place".into()),
+        Probe::Alive => Ok(format!(
+            "alive: last round {}s ago{}",
+            age.as_secs(),
+            if status.in_sync {
+                String::new()
+            } else {
+                format!(" ({})", status.note)
+            }
+        )),
+    }
+}
+
+/// Read the watcher's status file at `path` and apply `probe`.
+pub fn check_watch_status(path: &Path, probe: Probe, max_age: Duration) -> Result<String, String> {
+    let status = match std::fs::read(path) {
+        Ok(bytes) => {
+            let status: WatchStatus = serde_json::from_slice(&bytes)
+                .map_err(|err| format!("{} is not a watcher status: {err}", path.display()))?;
+            let modified = std::fs::metadata(path)
+                .and_then(|meta| meta.modified())
+                .map_err(|err| format!("{}: {err}", path.display()))?;
+            let age = modified.elapsed().unwrap_or(Duration::ZERO);
+            Some((status, age))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => return Err(format!("{}: {err}", path.display())),
+    };
+    probe_verdict(probe, status, max_age)
 }
 
 /// The node paths `uninstall` cleans.
@@ -1059,6 +1177,32 @@ pub fn uninstall(options: &UninstallOptions) -> UninstallReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_probes_tell_a_stuck_watcher_from_one_waiting_for_the_primary() {
+        let minute = Duration::from_secs(60);
+        let waiting = WatchStatus {
+            in_sync: false,
+            note: "no primary CNI config in /etc/cni/net.d yet".into(),
+        };
+        let synced = WatchStatus {
+            in_sync: true,
+            note: String::new(),
+        };
+        let fresh = Duration::from_secs(2);
+        // Waiting for the primary: alive (no restart), not ready, and why.
+        assert!(probe_verdict(Probe::Alive, Some((waiting.clone(), fresh)), minute).is_ok());
+        let not_ready = probe_verdict(Probe::Ready, Some((waiting, fresh)), minute).unwrap_err();
+        assert!(not_ready.contains("no primary"), "{not_ready}");
+        assert!(probe_verdict(Probe::Ready, Some((synced.clone(), fresh)), minute).is_ok());
+        // A round too long ago: stuck, whatever it said.
+        let stale = Duration::from_secs(61);
+        for probe in [Probe::Alive, Probe::Ready] {
+            let stuck = probe_verdict(probe, Some((synced.clone(), stale)), minute).unwrap_err();
+            assert!(stuck.contains("stuck"), "{stuck}");
+            assert!(probe_verdict(probe, None, minute).is_err(), "no round yet");
+        }
+    }
 
     #[test]
     fn the_primary_is_the_first_config_that_is_not_ours() {

@@ -38,14 +38,14 @@ pub fn run(args: &[String]) -> Result<()> {
         "multus-wasm-shim",
     ]))?;
     // The shim as it ships: static (musl).
-    util::run(Command::new("rustup").args(["target", "add", crate::bench_thick::SHIM_TARGET]))?;
+    util::run(Command::new("rustup").args(["target", "add", crate::release::STATIC_TARGET]))?;
     util::run(util::cargo().current_dir(&root).args([
         "build",
         "--release",
         "-p",
         "multus-wasm-shim",
         "--target",
-        crate::bench_thick::SHIM_TARGET,
+        crate::release::STATIC_TARGET,
     ]))?;
     let plugins = crate::plugins()?;
     let binary = root.join("target/release/multus-wasm");

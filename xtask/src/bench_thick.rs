@@ -22,10 +22,8 @@ use fake_apiserver::FakeApiServer;
 use serde_json::{Value, json};
 
 use crate::bench::{Netns, Run, median, ms, node_env, peak_rss_kib, percentile, timed, write_json};
+use crate::release::STATIC_TARGET;
 use crate::util::Result;
-
-/// The shim's shipped target: a static binary for any Linux node.
-pub const SHIM_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// The static release shim (`cargo xtask bench` builds it).
 fn static_shim(binary: &Path) -> PathBuf {
@@ -33,26 +31,8 @@ fn static_shim(binary: &Path) -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("target/release")
-        .join(SHIM_TARGET)
+        .join(STATIC_TARGET)
         .join("release/multus-wasm-shim")
-}
-
-/// Whether an ELF64 executable names a dynamic loader (a PT_INTERP
-/// program header): a static binary does not.
-fn has_interpreter(elf: &[u8]) -> bool {
-    let read = |at: usize, width: usize| -> usize {
-        elf.get(at..at + width)
-            .map(|bytes| {
-                bytes
-                    .iter()
-                    .rev()
-                    .fold(0usize, |value, byte| (value << 8) | *byte as usize)
-            })
-            .unwrap_or(0)
-    };
-    const PT_INTERP: usize = 3;
-    let (offset, size, count) = (read(0x20, 8), read(0x36, 2), read(0x38, 2));
-    (0..count).any(|index| read(offset + index * size, 4) == PT_INTERP)
 }
 
 /// A release daemon serving `config` (with `socketDir` set), killed on drop.
@@ -210,12 +190,11 @@ pub fn run(binary: &Path, scratch: &Path, ours_config: &Value, iterations: usize
     let shim = static_shim(binary);
     let elf = std::fs::read(&shim).map_err(|err| format!("{}: {err}", shim.display()))?;
     println!(
-        "\n== thick mode: the shim ({SHIM_TARGET}) is {:.0} KiB (target <= 1024 KiB), {} ==",
+        "\n== thick mode: the shim ({STATIC_TARGET}) is {:.0} KiB (target <= 1024 KiB), {} ==",
         elf.len() as f64 / 1024.0,
-        if has_interpreter(&elf) {
-            "NOT statically linked (it names an ELF interpreter)"
-        } else {
-            "statically linked"
+        match crate::util::check_static(&elf) {
+            Ok(()) => "statically linked".to_string(),
+            Err(err) => format!("NOT statically linked: {err}"),
         }
     );
     let dir = scratch.join("thick");

@@ -1,6 +1,9 @@
 //! `cargo xtask <command>`: the project's workflows.
 //!
-//! - `plugins`: release builds of the shipped plugins into `target/plugins/<type>.wasm`
+//! - `plugins`: release builds of the shipped plugins into `target/plugins/<type>.wasm`,
+//!   each held to a size budget ([`release::PLUGIN_BUDGET`])
+//! - `release`: the release check: the plugins, then the node binaries built
+//!   statically (musl) and checked to need no shared library
 //! - `demo [--mode thin|thick]`: build everything and replay the seed scenario
 //!   on this machine (thick: through the shim and a node daemon)
 //! - `test [unit|component|netns|all]`: install what the tests need, then
@@ -17,6 +20,7 @@ mod bench;
 mod bench_thick;
 mod demo;
 mod fuzz;
+mod release;
 mod test;
 mod util;
 
@@ -24,7 +28,7 @@ use std::process::ExitCode;
 
 use util::{Result, Timings, workspace_root};
 
-const USAGE: &str = "usage: cargo xtask <plugins|demo|test|clippy|bench|fuzz> [args]";
+const USAGE: &str = "usage: cargo xtask <plugins|release|demo|test|clippy|bench|fuzz> [args]";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
     let rest: Vec<String> = args.collect();
     let outcome = match command.as_str() {
         "plugins" => plugins().map(|_| ()),
+        "release" => release::run(&rest),
         "demo" => demo::run(&rest),
         "demo-inner" => demo::inner(&rest),
         "test" => test::run(&rest),
@@ -76,6 +81,7 @@ pub fn plugins() -> Result<Vec<(String, std::path::PathBuf, String)>> {
     let out_dir = root.join("target/plugins");
     std::fs::create_dir_all(&out_dir).map_err(|err| format!("{}: {err}", out_dir.display()))?;
     let mut built = Vec::new();
+    let mut over_budget = Vec::new();
     for plugin in &shipped {
         let plugin_type = &plugin.plugin_type;
         let source = target_dir.join(format!(
@@ -93,11 +99,23 @@ pub fn plugins() -> Result<Vec<(String, std::path::PathBuf, String)>> {
         let bytes = std::fs::read(&destination).map_err(|err| err.to_string())?;
         let digest = util::sha256_hex(&bytes);
         println!(
-            "{plugin_type:>10}  {:>7} bytes  sha256 {digest}  {}",
+            "{plugin_type:>10}  {:>7} bytes (budget {})  sha256 {digest}  {}",
             bytes.len(),
+            release::PLUGIN_BUDGET,
             destination.display()
         );
+        if bytes.len() as u64 > release::PLUGIN_BUDGET {
+            over_budget.push(format!("{plugin_type} ({} bytes)", bytes.len()));
+        }
         built.push((plugin_type.to_string(), destination, digest));
+    }
+    if !over_budget.is_empty() {
+        return Err(format!(
+            "over the {}-byte plugin budget (one ConfigMap each, which must fit \
+             the last-applied annotation of kubectl apply): {}",
+            release::PLUGIN_BUDGET,
+            over_budget.join(", ")
+        ));
     }
     // The plugin manifest `multus-wasm install` reads, and a copy of the set
     // in deploy/base/plugins/ for `kubectl apply -k deploy/` (gitignored).

@@ -217,3 +217,74 @@ pub fn wasm_plugins(args: &[String]) -> Result<serde_json::Map<String, serde_jso
     }
     Ok(plugins)
 }
+
+/// Whether an ELF64 little-endian executable is statically linked: it names
+/// no ELF interpreter (PT_INTERP) and its dynamic section, if any (a
+/// static-pie has one), needs no shared library (DT_NEEDED).
+pub fn check_static(elf: &[u8]) -> Result<()> {
+    if elf.get(..4) != Some(b"\x7fELF".as_slice()) || elf.get(4) != Some(&2) {
+        return Err("not an ELF64 file".into());
+    }
+    let read = |at: usize, width: usize| -> Option<usize> {
+        let bytes = elf.get(at..at.checked_add(width)?)?;
+        Some(
+            bytes
+                .iter()
+                .rev()
+                .fold(0usize, |value, byte| (value << 8) | *byte as usize),
+        )
+    };
+    const PT_DYNAMIC: usize = 2;
+    const PT_INTERP: usize = 3;
+    const DT_NEEDED: usize = 1;
+    let truncated = || "truncated ELF header".to_string();
+    let (offset, size, count) = (
+        read(0x20, 8).ok_or_else(truncated)?,
+        read(0x36, 2).ok_or_else(truncated)?,
+        read(0x38, 2).ok_or_else(truncated)?,
+    );
+    for index in 0..count {
+        let header = offset + index * size;
+        match read(header, 4).ok_or_else(truncated)? {
+            PT_INTERP => {
+                return Err("it names an ELF interpreter: dynamically linked".into());
+            }
+            PT_DYNAMIC => {
+                let (start, length) = (
+                    read(header + 8, 8).ok_or_else(truncated)?,
+                    read(header + 32, 8).ok_or_else(truncated)?,
+                );
+                for entry in (start..start + length).step_by(16) {
+                    if read(entry, 8) == Some(DT_NEEDED) {
+                        return Err("it needs shared libraries (DT_NEEDED)".into());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_static;
+
+    #[test]
+    fn a_dynamically_linked_executable_is_not_static() {
+        // This test binary is linked against the system's libc.
+        let elf = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(check_static(&elf).is_err());
+    }
+
+    #[test]
+    fn an_executable_without_interpreter_or_needed_libraries_is_static() {
+        // An ELF64 header with no program headers at all.
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[0x36] = 56;
+        assert_eq!(check_static(&elf), Ok(()));
+        assert!(check_static(b"#!/bin/sh\n").is_err());
+    }
+}

@@ -399,7 +399,7 @@ pub fn run(
         std::thread::Builder::new()
             .name("keep-config".into())
             .spawn(move || {
-                if let Err(err) = crate::install::watch(&options, interval, false, &|| {
+                if let Err(err) = crate::install::watch(&options, interval, false, None, &|| {
                     stop.load(Ordering::SeqCst)
                 }) {
                     tracing::error!(error = %err, "keeping the node's config failed");
