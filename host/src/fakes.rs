@@ -164,6 +164,7 @@ impl NetworkSource for Shared {
                 namespace: namespace.into(),
                 name: name.into(),
                 config: Some(config.clone()),
+                resource_name: None,
             }))
     }
 
@@ -853,5 +854,17 @@ impl Effects for FakeEffects {
             journals: Mutex::new(Vec::new()),
             pending: Mutex::new(None),
         }))
+    }
+
+    /// The fake NADs name no device-plugin resource, so no call asks.
+    fn pod_devices(
+        &self,
+        _socket: &std::path::Path,
+        namespace: &str,
+        name: &str,
+    ) -> Result<BTreeMap<String, Vec<String>>, CniError> {
+        Err(CniError::internal(format!(
+            "the fake node has no kubelet (asked for {namespace}/{name})"
+        )))
     }
 }

@@ -2,6 +2,8 @@
 //! manifest directory, the attachment cache in `cniDir`, the plugins
 //! (wasmtime, `binDir`), the IPAM directories and netlink.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::runtime::Runtime;
@@ -101,4 +103,27 @@ impl Effects for NodeEffects {
             netns_path,
         )?))
     }
+
+    fn pod_devices(
+        &self,
+        socket: &Path,
+        namespace: &str,
+        name: &str,
+    ) -> Result<BTreeMap<String, Vec<String>>, CniError> {
+        self.runtime
+            .block_on(multus_wasm_podresources::pod_devices(
+                socket,
+                namespace,
+                name,
+                POD_RESOURCES_TIMEOUT,
+            ))
+            .map_err(|err| {
+                CniError::try_again_later(format!(
+                    "cannot learn the devices of pod {namespace}/{name}: {err}"
+                ))
+            })
+    }
 }
+
+/// How long kubelet's pod-resources API may take to answer (as Multus).
+const POD_RESOURCES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

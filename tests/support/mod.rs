@@ -11,6 +11,7 @@
 
 pub use fake_apiserver as apiserver;
 pub mod cluster;
+pub mod podresources;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 //! - `component`: the suites that load built guests and exec the binary but
 //!   need no root: sandbox, cli, install, deploy, sdk_docs, apiserver_fake.
 //! - `netns`: the suites that create network namespaces (root):
-//!   netns_macvlan, differential, meta, reliability, security, thick.
+//!   netns_macvlan, differential, meta, reliability, security, thick, devices.
 //! - `all`: unit, component, netns, then a bounded fuzz run.
 //!
 //! The component and netns tiers first build the binary and every suite
@@ -42,6 +42,7 @@ const NETNS_SUITES: &[&str] = &[
     "reliability",
     "security",
     "thick",
+    "devices",
 ];
 
 /// Library packages whose docs hold code examples (doc tests).
@@ -143,7 +144,7 @@ fn cargo_test() -> std::process::Command {
 /// by the tiers after this one) instead of a union that rebuilds them.
 fn unit(extra: &[String], timings: &mut Timings) -> Result<()> {
     let guests = util::guests()?;
-    timings.step("test unit: host, core", || {
+    timings.step("test unit: host, core, pod-resources client", || {
         util::run(
             cargo_test()
                 .args([
@@ -151,6 +152,8 @@ fn unit(extra: &[String], timings: &mut Timings) -> Result<()> {
                     "multus-wasm",
                     "-p",
                     "multus-wasm-core",
+                    "-p",
+                    "multus-wasm-podresources",
                     "--lib",
                     "--bins",
                 ])

@@ -472,8 +472,12 @@ pub struct DelegateSpec {
     pub mac: Option<String>,
     /// Requested InfiniBand GUID.
     pub infiniband_guid: Option<String>,
-    /// Requested device ID.
+    /// The device ID: asked for by the pod's annotation, or (replacing
+    /// it) the device kubelet allocated for `resource_name`.
     pub device_id: Option<String>,
+    /// The NAD's `k8s.v1.cni.cncf.io/resourceName`: this attachment needs
+    /// one of the pod's devices of that resource ([`crate::devices`]).
+    pub resource_name: Option<String>,
     /// The selection's `cni-args` (already merged into `config`).
     pub cni_args: Option<Map<String, Value>>,
     /// Requested port mappings.
@@ -498,6 +502,7 @@ impl DelegateSpec {
             mac: None,
             infiniband_guid: None,
             device_id: None,
+            resource_name: None,
             cni_args: None,
             port_mappings: Vec::new(),
             bandwidth: None,
@@ -531,6 +536,7 @@ impl DelegateSpec {
             mac: selection.mac.clone(),
             infiniband_guid: selection.infiniband_guid.clone(),
             device_id: selection.device_id.clone(),
+            resource_name: None,
             cni_args: selection.cni_args.clone(),
             port_mappings: selection.port_mappings.clone().unwrap_or_default(),
             bandwidth: selection.bandwidth,
@@ -1193,6 +1199,7 @@ mod tests {
             mac: Some("c2:11:22:33:44:55".into()),
             infiniband_guid: Some("00:11:22:33:44:55:66:77".into()),
             device_id: Some("0000:03:00.1".into()),
+            resource_name: None,
             port_mappings: vec![PortMapping {
                 host_port: 8080,
                 container_port: 80,

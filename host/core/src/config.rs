@@ -260,7 +260,19 @@ pub struct MultusConfig {
     /// `ipamDataRoots`: the directories under which a NAD's `ipam.dataDir`
     /// may point.
     pub ipam_data_roots: Vec<PathBuf>,
+    /// `podResourcesSocket`: kubelet's pod-resources API, asked for the
+    /// device of a NAD with a `k8s.v1.cni.cncf.io/resourceName`.
+    pub pod_resources_socket: PathBuf,
+    /// `deviceInfoDir`: the NPWG device-info directory (`dp/` written by
+    /// device plugins, `cni/` by us for the delegates).
+    pub device_info_dir: PathBuf,
 }
+
+/// Where kubelet serves the pod-resources API.
+pub const DEFAULT_POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
+
+/// The NPWG device-info directory.
+pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
 
 /// The result of [`MultusConfig::parse`].
 #[derive(Debug, Clone, PartialEq)]
@@ -426,6 +438,10 @@ impl MultusConfig {
             native_plugins: take(&mut fields, "nativePlugins")?,
             allowed_macvlan_modes: take_macvlan_modes(&mut fields)?,
             ipam_data_roots: take_data_roots(&mut fields)?,
+            pod_resources_socket: take_path(&mut fields, "podResourcesSocket")?
+                .unwrap_or_else(|| DEFAULT_POD_RESOURCES_SOCKET.into()),
+            device_info_dir: take_path(&mut fields, "deviceInfoDir")?
+                .unwrap_or_else(|| DEFAULT_DEVICE_INFO_DIR.into()),
         };
         // Multus parses `prevResult` and never uses it; a runtime may send it.
         fields.remove("prevResult");
@@ -679,6 +695,8 @@ mod tests {
                 vec!["bridge".into(), "private".into(), "vepa".into()],
             )]),
             ipam_data_roots: vec!["/var/lib/cni/networks".into()],
+            pod_resources_socket: "/var/lib/kubelet/pod-resources/kubelet.sock".into(),
+            device_info_dir: "/var/run/k8s.cni.cncf.io/devinfo".into(),
         };
         assert_eq!(parsed.config, expected);
         assert!(parsed.unknown_fields.is_empty());

@@ -13,5 +13,6 @@ pub mod annotations;
 pub mod attachments;
 pub mod cni;
 pub mod config;
+pub mod devices;
 pub mod plan;
 pub mod status;

@@ -42,6 +42,10 @@ pub struct NetworkStatus {
     pub dns: DnsStatus,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gateway: Vec<String>,
+    /// The NPWG device information of the attachment's device (from its
+    /// `CNIDeviceInfoFile`), as Multus reports it.
+    #[serde(rename = "device-info", skip_serializing_if = "Option::is_none")]
+    pub device_info: Option<serde_json::Value>,
 }
 
 /// The entries of one attachment named `name` on `ifname`.
@@ -101,6 +105,7 @@ pub fn entries(
             default: is_default,
             dns,
             gateway: gateways,
+            device_info: None,
         }];
     }
     let last = *sandbox_interfaces.last().expect("non-empty");
@@ -131,6 +136,7 @@ pub fn entries(
                 } else {
                     Vec::new()
                 },
+                device_info: None,
             }
         })
         .collect()

@@ -24,12 +24,18 @@ use crate::cni::{
 };
 use crate::confdir::nad_config;
 use crate::config::MultusConfig;
+use crate::devices;
 use crate::k8s::{NetworkSource, PodEvent, PodInfo};
 use crate::netlink::Kernel;
 use crate::plan::{AddRoute, IpFamily, Op, Plan, policy};
 use crate::runner::{Attachment, CallContext, IpamStores, LinkPlans, Resolver};
 use crate::status;
 use crate::store::cache::{AttachmentState, CacheStore, CachedAttachment, ContainerRecord};
+use crate::store::devinfo::{self, DeviceInfoFiles};
+
+/// The capability under which a delegate gets its device-info file
+/// (`runtimeConfig.CNIDeviceInfoFile`), as Multus passes it.
+const DEVICE_INFO_CAPABILITY: &str = "CNIDeviceInfoFile";
 
 /// The world one call acts on: where pods and NADs come from, where the
 /// attachment cache lives, the plugins, the IPAM stores and the kernel. The
@@ -43,6 +49,14 @@ pub trait Effects {
     /// The kernel of a call in the pod namespace `netns_path` (which may be
     /// gone: see [`Kernel::has_netns`]).
     fn kernel(&self, netns_path: &str) -> Result<Box<dyn Kernel>, CniError>;
+    /// The device IDs kubelet allocated to pod `namespace/name`, by resource
+    /// name, from its pod-resources API at `socket`.
+    fn pod_devices(
+        &self,
+        socket: &Path,
+        namespace: &str,
+        name: &str,
+    ) -> Result<BTreeMap<String, Vec<String>>, CniError>;
 }
 
 /// Plugin types that honour the legacy `CNI_ARGS` `IP=` (requested IPs).
@@ -294,6 +308,7 @@ impl<'a> Call<'a> {
             let mut spec =
                 DelegateSpec::from_selection(&selection, config).map_err(attach_error)?;
             spec.is_master = true;
+            spec.resource_name = nad.resource_name.clone();
             if specs.is_empty() {
                 specs.push(spec);
             } else {
@@ -329,10 +344,40 @@ impl<'a> Call<'a> {
                     &self.config.conf_dir,
                 )
                 .map_err(attach_error)?;
-                specs.push(DelegateSpec::from_selection(&selection, config).map_err(attach_error)?);
+                let mut spec =
+                    DelegateSpec::from_selection(&selection, config).map_err(attach_error)?;
+                spec.resource_name = nad.resource_name.clone();
+                specs.push(spec);
             }
         }
         Ok(specs)
+    }
+
+    /// Multus's device-plugin handling: every attachment whose NAD names a
+    /// `k8s.v1.cni.cncf.io/resourceName` gets the next of the devices
+    /// kubelet allocated to the pod for that resource (asked of kubelet's
+    /// pod-resources API only when some attachment needs one).
+    fn assign_devices(
+        &self,
+        specs: &mut [DelegateSpec],
+        pod: Option<&PodInfo>,
+    ) -> Result<(), CniError> {
+        let Some(pod) = pod else { return Ok(()) };
+        if specs.iter().all(|spec| spec.resource_name.is_none()) {
+            return Ok(());
+        }
+        let allocated = self.effects.pod_devices(
+            &self.config.pod_resources_socket,
+            &pod.namespace,
+            &pod.name,
+        )?;
+        tracing::debug!(?allocated, "the pod's devices");
+        devices::assign_device_ids(
+            specs,
+            &allocated,
+            &format!("{}/{}", pod.namespace, pod.name),
+        )
+        .map_err(|err| CniError::new(err.cni_code(), err.to_string()))
     }
 
     /// The cache entries (config, args, runtimeConfig) for `specs`.
@@ -363,6 +408,18 @@ impl<'a> Call<'a> {
                         attachments::capability_args(spec, &declared, &legacy)
                             .map_err(attach_error)?,
                     );
+                    if spec.device_id.is_some() && declared.contains(DEVICE_INFO_CAPABILITY) {
+                        let file = devices::cni_device_info_file(
+                            &self.config.device_info_dir,
+                            &spec.name,
+                            self.container_id(),
+                            &spec.ifname,
+                        );
+                        capability_args.insert(
+                            DEVICE_INFO_CAPABILITY.into(),
+                            Value::String(file.display().to_string()),
+                        );
+                    }
                     cni_args.extend(attachments::legacy_cni_args(spec));
                 }
                 Ok(CachedAttachment {
@@ -465,6 +522,7 @@ impl<'a> Call<'a> {
         }
         let label = pod_ref.clone().unwrap_or_default().label(&container_id);
         let mut specs = self.build_specs(pod.as_ref())?;
+        self.assign_devices(&mut specs, pod.as_ref())?;
         attachments::assign_ifnames(&mut specs, &ifname).map_err(attach_error)?;
         let actions = attachments::check_default_route(&specs).map_err(attach_error)?;
         for spec in specs.iter().filter(|spec| !spec.is_master) {
@@ -486,6 +544,21 @@ impl<'a> Call<'a> {
         let lists = Self::parse_lists(&record)
             .into_iter()
             .collect::<Result<Vec<_>, _>>()?;
+        // The device plugins' device info for the delegates, removed again
+        // unless the whole ADD succeeds.
+        let mut device_info = DeviceInfoFiles::default();
+        let device_info_files: Vec<Option<PathBuf>> = specs
+            .iter()
+            .map(|spec| match (&spec.resource_name, &spec.device_id) {
+                (Some(resource), Some(device_id)) => Some(device_info.copy_from_device_plugin(
+                    &self.config.device_info_dir,
+                    resource,
+                    device_id,
+                    (&spec.name, &container_id, &spec.ifname),
+                )),
+                _ => None,
+            })
+            .collect();
         let operator_types = Self::operator_types(&record);
         let bin_dirs = self.bin_dirs();
         let context = self.context(
@@ -522,12 +595,21 @@ impl<'a> Call<'a> {
                             .collect::<Vec<_>>(),
                         &cached.name,
                     ));
-                    statuses.extend(status::entries(
-                        &cached.name,
-                        &cached.ifname,
-                        cached.is_master,
-                        &result,
-                    ));
+                    let mut entries =
+                        status::entries(&cached.name, &cached.ifname, cached.is_master, &result);
+                    if let Some(path) = &device_info_files[index] {
+                        match devinfo::read(path) {
+                            Ok(info) => {
+                                for entry in &mut entries {
+                                    entry.device_info = info.clone();
+                                }
+                            }
+                            Err(err) => {
+                                tracing::warn!(error = %err, "the attachment's device info is unusable")
+                            }
+                        }
+                    }
+                    statuses.extend(entries);
                     cached.result = Some(result.to_json(CniVersion::V1_1_0)?);
                     cached.state = AttachmentState::Added;
                     let last = index + 1 == actions.len();
@@ -590,6 +672,7 @@ impl<'a> Call<'a> {
             }
         }
 
+        device_info.keep();
         for event in added {
             self.send_event(pod.as_ref(), event);
         }
@@ -707,6 +790,18 @@ impl<'a> Call<'a> {
         };
         let kernel = self.effects.kernel(&netns_path)?;
         let errors = self.del_record(kernel.as_ref(), &record, &netns_path);
+        for cached in record
+            .attachments
+            .iter()
+            .filter(|cached| has_device(&cached.config))
+        {
+            devinfo::remove(&devices::cni_device_info_file(
+                &self.config.device_info_dir,
+                &cached.name,
+                &container_id,
+                &cached.ifname,
+            ));
+        }
         if errors.is_empty() {
             cache.remove(&container_id)?;
             Ok(())
@@ -976,6 +1071,16 @@ impl<'a> Call<'a> {
 /// The meta-plugin's own ops for an attachment's default-route decision:
 /// remove its delegate's default routes of a family, add the requested
 /// gateways.
+/// Whether a delegate config was given a device (`deviceID`, at the top or
+/// in its first plugin).
+fn has_device(config: &Value) -> bool {
+    config.get("deviceID").is_some()
+        || config
+            .get("plugins")
+            .and_then(|plugins| plugins.get(0))
+            .is_some_and(|plugin| plugin.get("deviceID").is_some())
+}
+
 fn default_route_ops(action: &DefaultRouteAction, ifname: &str) -> Vec<Op> {
     let mut ops = Vec::new();
     for (remove, family) in [

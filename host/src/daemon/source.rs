@@ -203,11 +203,7 @@ impl NetworkSource for CachedSource {
             Some(cached) => Some((*cached).clone()),
             None => self.get::<NetworkAttachmentDefinition>("nads", namespace, name)?,
         };
-        Ok(nad.map(|nad| NadInfo {
-            namespace: namespace.into(),
-            name: name.into(),
-            config: nad.spec.config,
-        }))
+        Ok(nad.map(|nad| NadInfo::of(namespace, name, nad)))
     }
 
     fn set_network_status(

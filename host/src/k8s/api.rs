@@ -164,11 +164,7 @@ impl NetworkSource for ApiSource {
             Api::namespaced(self.client.clone(), namespace);
         self.runtime.block_on(async {
             let nad = nads.get_opt(name).await.map_err(api_error)?;
-            Ok(nad.map(|nad| NadInfo {
-                namespace: namespace.into(),
-                name: name.into(),
-                config: nad.spec.config,
-            }))
+            Ok(nad.map(|nad| NadInfo::of(namespace, name, nad)))
         })
     }
 

@@ -115,6 +115,12 @@ impl LocalSource {
                                 namespace,
                                 name: manifest.metadata.name,
                                 config,
+                                resource_name: manifest
+                                    .metadata
+                                    .annotations
+                                    .get(crate::devices::RESOURCE_NAME_ANNOTATION)
+                                    .filter(|resource| !resource.is_empty())
+                                    .cloned(),
                             }),
                         ));
                     }

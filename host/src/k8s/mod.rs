@@ -45,6 +45,27 @@ pub struct NadInfo {
     pub name: String,
     /// `spec.config`; `None` (or empty) means "look in confDir".
     pub config: Option<String>,
+    /// The `k8s.v1.cni.cncf.io/resourceName` annotation: the device-plugin
+    /// resource an attachment of this network needs.
+    pub resource_name: Option<String>,
+}
+
+impl NadInfo {
+    /// What the host needs of NAD object `nad` (`namespace/name`).
+    pub fn of(namespace: &str, name: &str, nad: NetworkAttachmentDefinition) -> NadInfo {
+        NadInfo {
+            namespace: namespace.into(),
+            name: name.into(),
+            resource_name: nad
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|annotations| annotations.get(crate::devices::RESOURCE_NAME_ANNOTATION))
+                .filter(|resource| !resource.is_empty())
+                .cloned(),
+            config: nad.spec.config,
+        }
+    }
 }
 
 /// A Kubernetes event about a pod, as Multus records them (core/v1 Event,

@@ -2,6 +2,7 @@
 //! host-local's directory, and the per-container attachment cache.
 
 pub mod cache;
+pub mod devinfo;
 pub mod ipam;
 
 use std::fs::{self, File, OpenOptions};

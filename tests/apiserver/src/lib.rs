@@ -415,6 +415,12 @@ impl FakeApiServer {
     }
 
     pub fn add_nad(&self, namespace: &str, name: &str, config: &str) {
+        self.add_nad_annotated(namespace, name, config, json!({}));
+    }
+
+    /// Add (or replace) NAD `namespace/name` with these annotations (e.g.
+    /// `k8s.v1.cni.cncf.io/resourceName`).
+    pub fn add_nad_annotated(&self, namespace: &str, name: &str, config: &str, annotations: Value) {
         self.write(
             NAD,
             namespace,
@@ -422,7 +428,7 @@ impl FakeApiServer {
             Some(json!({
                 "apiVersion": NAD_API_VERSION,
                 "kind": "NetworkAttachmentDefinition",
-                "metadata": {},
+                "metadata": {"annotations": annotations},
                 "spec": {"config": config}
             })),
         );
