@@ -102,6 +102,80 @@ fn macvlan_run(plugin: &str, dir: &Path, cache: &Path) -> Output {
     ])
 }
 
+/// `plugin run` of the hostile guest's plan `ops` with `--ifname net1`.
+fn run_plan(dir: &Path, ops: Value, extra: &[&str]) -> Output {
+    let config = write(
+        dir,
+        "hostile.json",
+        &json!({"cniVersion": "1.0.0", "name": "plan", "type": "hostile",
+                "behaviour": "plan", "ops": ops}),
+    );
+    let mut args = vec![
+        "plugin",
+        "run",
+        test_artifacts::HOSTILE,
+        "--command",
+        "ADD",
+        "--config",
+        &config,
+        "--ifname",
+        "net1",
+        "--no-cache",
+    ];
+    args.extend(extra);
+    run(&args)
+}
+
+#[test]
+fn run_refuses_a_plan_as_an_attach_would_with_code_107() {
+    let dir = support::scratch();
+    let create = json!({"op": "create-macvlan", "name": "net1", "master": "lo"});
+    let up = |link: &str| json!({"op": "set-link-up", "link": link});
+    // Accepted: the plan is printed.
+    let accepted = run_plan(dir.path(), json!([create, up("net1")]), &[]);
+    assert!(accepted.status.success(), "{accepted:?}");
+    assert_eq!(stdout_json(&accepted)["ops"][1]["link"], "net1");
+    // A master outside the operator's allowedMasters (--allowed-master,
+    // or --host-config) is refused.
+    let master = run_plan(
+        dir.path(),
+        json!([create, up("net1")]),
+        &["--allowed-master", "ens3"],
+    );
+    assert!(!master.status.success());
+    let error = stdout_json(&master);
+    assert_eq!(error["code"], 107, "{error}");
+    assert!(
+        error["msg"].as_str().unwrap().contains("allowedMasters"),
+        "{error}"
+    );
+    for (what, ops) in [
+        ("the pod's eth0", json!([create, up("net1"), up("eth0")])),
+        (
+            "ip_forward",
+            json!([create, up("net1"),
+                   {"op": "set-sysctl", "key": "net/ipv4/ip_forward", "value": "1"}]),
+        ),
+        (
+            "conf/all",
+            json!([create, up("net1"),
+                   {"op": "set-sysctl", "key": "net/ipv4/conf/all/forwarding", "value": "1"}]),
+        ),
+    ] {
+        let refused = run_plan(dir.path(), ops, &[]);
+        assert!(!refused.status.success(), "{what}: {refused:?}");
+        let error = stdout_json(&refused);
+        assert_eq!(error["code"], 107, "{what}: {error}");
+        let message = error["msg"].as_str().unwrap();
+        // The production message: the plugin, its sha256, the op.
+        assert!(
+            message.starts_with("plugin hostile (sha256 "),
+            "{what}: {message}"
+        );
+        assert!(message.contains("op 2 ("), "{what}: {message}");
+    }
+}
+
 #[test]
 fn run_prints_the_typed_plan_the_same_for_both_targets() {
     let dir = support::scratch();

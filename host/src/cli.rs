@@ -314,6 +314,16 @@ struct RunArgs {
     /// The sha256 the plugin must have (as pinned in a host config).
     #[arg(long)]
     sha256: Option<String>,
+    /// A host interface the plan may use as a macvlan master whatever its
+    /// kind, as the host config's `allowedMasters` (repeatable).
+    #[arg(long = "allowed-master")]
+    allowed_masters: Vec<String>,
+    /// Check the plan with this host config's `allowedMasters` and
+    /// `allowedMacvlanModes`, as on that node. Without it (or
+    /// --allowed-master), the production defaults: ordinary node
+    /// interfaces as masters, modes bridge, private and vepa.
+    #[arg(long)]
+    host_config: Option<PathBuf>,
 }
 
 /// Run the CLI; returns the process exit code.
@@ -427,15 +437,16 @@ fn run(args: &RunArgs) -> Result<String, CniError> {
         .map_err(|err| CniError::invalid_environment(err.to_string()))?;
     let handles = Handles::open(runtime, netns.as_ref())
         .map_err(|err| CniError::internal(err.to_string()))?;
-    let links = Box::new(KernelLinks::new(handles));
+    let links = Box::new(KernelLinks::new(handles.clone()));
+    let command = match args.command {
+        CommandArg::Add => PluginCommand::Add,
+        CommandArg::Del => PluginCommand::Del,
+        CommandArg::Check => PluginCommand::Check,
+        CommandArg::Status => PluginCommand::Status,
+        CommandArg::Gc => PluginCommand::Gc,
+    };
     let request = PluginRequest {
-        command: match args.command {
-            CommandArg::Add => PluginCommand::Add,
-            CommandArg::Del => PluginCommand::Del,
-            CommandArg::Check => PluginCommand::Check,
-            CommandArg::Status => PluginCommand::Status,
-            CommandArg::Gc => PluginCommand::Gc,
-        },
+        command,
         container_id: args.container_id.clone(),
         netns: args
             .netns
@@ -455,7 +466,44 @@ fn run(args: &RunArgs) -> Result<String, CniError> {
     let (ops, result, stats) = match plugin.abi.world {
         World::Delegate => {
             let (plan, stats) = sandbox.call_delegate(&plugin, links, &request)?;
-            (plan.ops, plan.result, stats)
+            // The production policy, with the production refusal.
+            let mut rules = match &args.host_config {
+                Some(path) => {
+                    let config = host_config(path)?;
+                    (config.allowed_masters, config.allowed_macvlan_modes)
+                }
+                None => (
+                    None,
+                    std::collections::BTreeMap::from([(
+                        crate::config::ANY_MASTER.to_string(),
+                        crate::config::DEFAULT_MACVLAN_MODES
+                            .iter()
+                            .map(|mode| mode.to_string())
+                            .collect(),
+                    )]),
+                ),
+            };
+            if !args.allowed_masters.is_empty() {
+                rules
+                    .0
+                    .get_or_insert_with(Vec::new)
+                    .extend(args.allowed_masters.iter().cloned());
+            }
+            let masters = crate::plan::policy::MasterRules {
+                allowed_masters: rules.0.as_deref(),
+                macvlan_modes: &rules.1,
+            };
+            let mut checked = crate::runner::check_plan_of(
+                (&plugin.name, &plugin.digest),
+                plan,
+                (command, &args.ifname),
+                masters,
+                |master| {
+                    crate::netlink::query::host_link(&handles, master).map_err(CniError::internal)
+                },
+            )?;
+            let result = checked.take_result();
+            (checked.ops().to_vec(), result, stats)
         }
         World::Ipam => {
             let temp;

@@ -15,6 +15,7 @@
 
 pub mod native;
 mod wasm;
+pub use wasm::check_plan_of;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

@@ -77,29 +77,46 @@ fn check_plan(
     command: CniCommand,
     ifname: &str,
 ) -> Result<CheckedPlan, CniError> {
+    let masters = MasterRules {
+        allowed_masters: context.config.allowed_masters.as_deref(),
+        macvlan_modes: &context.config.allowed_macvlan_modes,
+    };
+    check_plan_of(
+        (guest.name(), guest.digest()),
+        plan,
+        (command, ifname),
+        masters,
+        |master| context.kernel.host_link(master),
+    )
+}
+
+/// The policy check of plugin `(name, sha256)`'s plan for `(command,
+/// ifname)`, asking `host_link` about the host links it names as masters:
+/// what an attach does, and what `multus-wasm plugin run` does, with the
+/// same refusal (code 107, naming the plugin and sha256).
+pub fn check_plan_of(
+    (name, digest): (&str, &str),
+    plan: Plan,
+    (command, ifname): (CniCommand, &str),
+    masters: MasterRules<'_>,
+    host_link: impl Fn(&str) -> Result<Option<crate::plan::LinkInfo>, CniError>,
+) -> Result<CheckedPlan, CniError> {
     let mut host_links = BTreeMap::new();
     for master in policy::host_masters(&plan.ops) {
-        if let Some(info) = context.kernel.host_link(master)? {
+        if let Some(info) = host_link(master)? {
             host_links.insert(master.to_string(), info);
         }
     }
     let policy_context = PolicyContext {
         command,
         ifname,
-        masters: MasterRules {
-            allowed_masters: context.config.allowed_masters.as_deref(),
-            macvlan_modes: &context.config.allowed_macvlan_modes,
-        },
+        masters,
         host_links: &host_links,
     };
     policy::check(plan, &policy_context).map_err(|violation| {
         CniError::new(
             policy::POLICY_CODE,
-            format!(
-                "plugin {} (sha256 {}): {violation}",
-                guest.name(),
-                guest.digest()
-            ),
+            format!("plugin {name} (sha256 {digest}): {violation}"),
         )
     })
 }
