@@ -574,15 +574,26 @@ impl CallContext<'_> {
         join_errors(errors)
     }
 
-    /// CHECK one attachment against its cached result. A config older
-    /// than CHECK (cniVersion below 0.4.0) is skipped, as Multus skips it:
-    /// its plugins do not know the command.
+    /// CHECK one attachment against its cached result.
+    ///
+    /// A config older than CHECK (cniVersion below 0.4.0) cannot be
+    /// checked. A pod's own attachment (from a NAD) is then skipped: Multus
+    /// never CHECKs those at all, and an old NAD must not fail the pod's
+    /// CHECK. The operator's own networks (cluster network, `delegates`,
+    /// `defaultNetworks`) are refused, as libcni refuses them when Multus
+    /// CHECKs its delegates (and as the plugin itself does).
     pub fn check(&self, attachment: &Attachment<'_>, cached: &CniResult) -> Result<(), CniError> {
         let list = attachment.list;
         if list.disable_check {
             return Ok(());
         }
         if !list.cni_version.allows_check() {
+            if attachment.operator {
+                return Err(CniError::incompatible_version(format!(
+                    "network {} has cniVersion {}: CHECK needs 0.4.0 or later",
+                    list.name, list.cni_version
+                )));
+            }
             tracing::info!(
                 network = %attachment.name,
                 cni_version = %list.cni_version,
