@@ -699,3 +699,352 @@ fn an_add_succeeds_when_events_are_refused() {
         cluster.assert_nothing_left(&pod, "after DEL");
     }
 }
+
+// Multus parity (issue #13): cases where Multus's outcome is the one to match.
+
+/// The log file's text.
+fn log_text(cluster: &Cluster) -> String {
+    std::fs::read_to_string(cluster.path("multus-wasm.log")).unwrap_or_default()
+}
+
+#[test]
+fn a_static_pod_gets_its_networks_and_a_plain_uid_mismatch_still_fails() {
+    // kubelet calls with the manifest's UID; the API (or manifest
+    // directory) holds the mirror pod with a UID of its own.
+    for cluster in [Cluster::api(), Cluster::local()] {
+        cluster.add_nad("macvlan-conf", &cluster.seed_config());
+        for (case, marks) in [
+            (
+                "source file",
+                json!({"kubernetes.io/config.source": "file"}),
+            ),
+            (
+                "mirror",
+                json!({"kubernetes.io/config.mirror": "1f2e3d4c5b6a"}),
+            ),
+            (
+                "mirror of a file",
+                json!({"kubernetes.io/config.source": "file",
+                       "kubernetes.io/config.mirror": "1f2e3d4c5b6a"}),
+            ),
+        ] {
+            let mut annotations = marks.clone();
+            annotations[support::cluster::NETWORKS] = json!("macvlan-conf");
+            cluster.add_pod_annotated("samplepod", "uid-mirror", annotations);
+            let pod = Netns::new("mwp");
+            let cni = cluster.cni(&pod, "static", "uid-manifest");
+            let output = cni.call("ADD", &cluster.config);
+            output.ok();
+            assert_cluster_result(&pod, &output.json(), "1.0.0");
+            assert_eq!(
+                support::link_names(&pod),
+                vec!["eth0", "lo", "net1"],
+                "{case}"
+            );
+            // host-local goes on from its last reservation: any address of
+            // the seed range.
+            let net1 = pod.addresses("net1");
+            assert!(
+                net1.len() == 1 && net1[0].starts_with("192.168.1.2"),
+                "{case}: {net1:?}"
+            );
+            if let support::cluster::Source::Api(_) = cluster.source {
+                let status = cluster.network_status_from_api();
+                assert_eq!(
+                    status[1]["name"], "default/macvlan-conf",
+                    "{case}: {status}"
+                );
+                assert_eq!(
+                    status[1]["ips"],
+                    json!([net1[0].trim_end_matches("/24")]),
+                    "{case}"
+                );
+            }
+            cni.call("CHECK", &cluster.config).ok();
+            cni.call("DEL", &cluster.config).ok();
+            cluster.assert_nothing_left(&pod, case);
+        }
+
+        // Without the static pod's marks (or with source "api"), another
+        // UID is another pod: refused as before, nothing attached.
+        for (case, marks) in [
+            ("plain", json!({})),
+            ("source api", json!({"kubernetes.io/config.source": "api"})),
+        ] {
+            let mut annotations = marks.clone();
+            annotations[support::cluster::NETWORKS] = json!("macvlan-conf");
+            cluster.add_pod_annotated("samplepod", "uid-api", annotations);
+            let pod = Netns::new("mwp");
+            let output = cluster
+                .cni(&pod, "mismatch", "uid-kubelet")
+                .call("ADD", &cluster.config);
+            assert_eq!(output.error_code(), 4, "{case}: {}", output.stdout);
+            let message = error_message(&output);
+            assert!(
+                message.contains("expected pod UID uid-kubelet but got uid-api")
+                    && message.contains("not a static pod"),
+                "{case}: {message}"
+            );
+            cluster.assert_nothing_left(&pod, case);
+        }
+    }
+}
+
+#[test]
+fn check_skips_a_network_older_than_check_and_checks_the_others() {
+    let cluster = Cluster::api();
+    // The seed NAD is cniVersion 0.3.0, which predates CHECK.
+    let old = cluster.seed_config();
+    assert_eq!(old["cniVersion"], "0.3.0");
+    cluster.add_nad("macvlan-conf", &old);
+    let mut new = cluster.seed_config();
+    new["cniVersion"] = json!("1.0.0");
+    new["name"] = json!("macvlan-new");
+    cluster.add_nad("macvlan-new", &new);
+    cluster.add_pod("uid-check", "macvlan-conf,macvlan-new");
+    let pod = Netns::new("mwp");
+    let cni = cluster.cni(&pod, "check-mixed", "uid-check");
+    cni.call("ADD", &cluster.config).ok();
+    assert_eq!(
+        support::link_names(&pod),
+        vec!["eth0", "lo", "net1", "net2"]
+    );
+
+    cni.call("CHECK", &cluster.config).ok();
+    let log = log_text(&cluster);
+    assert!(
+        log.lines().any(|line| line.contains("INFO")
+            && line.contains("CHECK skipped")
+            && line.contains("default/macvlan-conf")),
+        "the skip is logged at info with the network: {log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|line| line.contains("CHECK skipped") && line.contains("default/macvlan-new")),
+        "{log}"
+    );
+
+    // The 0.3.0 attachment is not checked: its missing interface goes
+    // unnoticed (as with Multus)...
+    pod.ip(&["link", "del", "net1"]);
+    cni.call("CHECK", &cluster.config).ok();
+    // ...while the 1.0.0 one is: a broken one still fails CHECK.
+    pod.ip(&["link", "del", "net2"]);
+    let output = cni.call("CHECK", &cluster.config);
+    let message = error_message(&output);
+    assert!(
+        message.contains("default/macvlan-new") && message.contains("net2"),
+        "{message}"
+    );
+
+    cni.call("DEL", &cluster.config).ok();
+    cluster.assert_nothing_left(&pod, "after DEL");
+}
+
+#[test]
+fn gc_skips_a_network_older_than_gc() {
+    // A reservation no valid attachment holds: GC of a 1.1.0 network
+    // releases it; a 1.0.0 network is not GC'd at all (as libcni).
+    for (version, released) in [("1.1.0", true), ("1.0.0", false)] {
+        let cluster = Cluster::new(true, "1.1.0");
+        let mut nad = cluster.seed_config();
+        nad["cniVersion"] = json!(version);
+        cluster.add_nad("macvlan-conf", &nad);
+        cluster.add_pod("uid-gc", "macvlan-conf");
+        let pod = Netns::new("mwp");
+        let cni = cluster.cni(&pod, "gc-live", "uid-gc");
+        cni.call("ADD", &cluster.config).ok();
+        let leaked = cluster.path("ipam/macvlan-conf/192.168.1.210");
+        std::fs::write(&leaked, "gc-leaked\r\nnet1").unwrap();
+
+        let mut gc = cluster.config.clone();
+        gc["cni.dev/valid-attachments"] = json!([
+            {"containerID": "gc-live", "ifname": "eth0"},
+            {"containerID": "gc-live", "ifname": "net1"}
+        ]);
+        let mut gc_cni = cluster.cni(&pod, "", "");
+        gc_cni.netns = String::new();
+        gc_cni.ifname = String::new();
+        gc_cni.args = String::new();
+        gc_cni.call("GC", &gc).ok();
+        assert_eq!(leaked.exists(), !released, "cniVersion {version}");
+        assert!(
+            cluster
+                .reservations()
+                .contains(&"macvlan-conf/192.168.1.200".to_string()),
+            "the live attachment keeps its address"
+        );
+        let skipped = log_text(&cluster)
+            .lines()
+            .any(|line| line.contains("GC skipped") && line.contains("default/macvlan-conf"));
+        assert_eq!(skipped, !released, "cniVersion {version}");
+        let _ = std::fs::remove_file(&leaked);
+        cni.call("DEL", &cluster.config).ok();
+        cluster.assert_nothing_left(&pod, "after DEL");
+    }
+}
+
+/// A NAD `ptp-net` for the pod's primary network: ptp on the cluster
+/// subnet honouring `ips` (host-local, capability), then tuning honouring
+/// `mac` (capability). `with_mac` false leaves tuning out.
+fn ptp_net(cluster: &Cluster, with_mac: bool) -> Value {
+    let mut plugins = vec![json!({
+        "type": "ptp",
+        "ipMasq": false,
+        "capabilities": {"ips": true},
+        "ipam": {
+            "type": "host-local",
+            "subnet": "10.244.0.0/24",
+            "dataDir": cluster.path("cluster-ipam"),
+            "routes": [{"dst": "0.0.0.0/0"}]
+        }
+    })];
+    if with_mac {
+        plugins.push(json!({"type": "tuning", "capabilities": {"mac": true}}));
+    }
+    json!({"cniVersion": "1.0.0", "name": "ptp-net", "plugins": plugins})
+}
+
+#[test]
+fn default_network_ips_and_mac_reach_the_primary_delegate() {
+    let mut cluster = Cluster::api();
+    cluster.config["multusNamespace"] = json!("default");
+    cluster.add_nad("ptp-net", &ptp_net(&cluster, true));
+    let annotation = r#"[{"name":"ptp-net","ips":["10.244.0.77/24"],"mac":"c2:11:22:33:44:55"}]"#;
+    cluster.add_pod_annotated(
+        "samplepod",
+        "uid-primary",
+        json!({"v1.multus-cni.io/default-network": annotation}),
+    );
+    let pod = Netns::new("mwp");
+    let cni = cluster.cni(&pod, "primary", "uid-primary");
+    let output = cni.call("ADD", &cluster.config);
+    output.ok();
+    assert_eq!(support::link_names(&pod), vec!["eth0", "lo"]);
+    assert_eq!(pod.addresses("eth0"), vec!["10.244.0.77/24"]);
+    assert_eq!(mac_of(&pod, "eth0"), "c2:11:22:33:44:55");
+    let result = output.json();
+    assert_eq!(result["ips"][0]["address"], "10.244.0.77/24", "{result}");
+    assert_eq!(
+        std::fs::read_to_string(cluster.path("cluster-ipam/ptp-net/10.244.0.77")).unwrap(),
+        "primary\r\neth0"
+    );
+    let status = cluster.network_status_from_api();
+    assert_eq!(status[0]["name"], "default/ptp-net", "{status}");
+    assert_eq!(status[0]["interface"], "eth0", "{status}");
+    assert_eq!(status[0]["ips"], json!(["10.244.0.77"]), "{status}");
+    assert_eq!(status[0]["mac"], "c2:11:22:33:44:55", "{status}");
+    assert_eq!(status[0]["default"], true, "{status}");
+    cni.call("DEL", &cluster.config).ok();
+    cluster.assert_nothing_left(&pod, "after DEL");
+
+    // A primary delegate that cannot honour the mac fails, as any other
+    // attachment does (README: Where we differ from Multus).
+    cluster.add_nad("ptp-net", &ptp_net(&cluster, false));
+    let pod = Netns::new("mwp");
+    let output = cluster
+        .cni(&pod, "primary-nomac", "uid-primary")
+        .call("ADD", &cluster.config);
+    assert_eq!(output.error_code(), 7, "{}", output.stdout);
+    let message = error_message(&output);
+    assert!(
+        message.contains("default/ptp-net") && message.contains("mac"),
+        "{message}"
+    );
+    cluster.assert_nothing_left(&pod, "after the refused ADD");
+}
+
+#[test]
+fn whitespace_around_the_parts_of_the_comma_form_is_trimmed() {
+    let cluster = Cluster::api();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    cluster.add_pod(
+        "uid-spaces",
+        " default / macvlan-conf @ sp0 , macvlan-conf ",
+    );
+    let pod = Netns::new("mwp");
+    let cni = cluster.cni(&pod, "spaces", "uid-spaces");
+    cni.call("ADD", &cluster.config).ok();
+    assert_eq!(support::link_names(&pod), vec!["eth0", "lo", "net2", "sp0"]);
+    assert_eq!(pod.addresses("sp0"), vec!["192.168.1.200/24"]);
+    assert_eq!(pod.addresses("net2"), vec!["192.168.1.201/24"]);
+    let status = cluster.network_status_from_api();
+    assert_eq!(status[1]["name"], "default/macvlan-conf", "{status}");
+    assert_eq!(status[1]["interface"], "sp0", "{status}");
+    assert_eq!(status[2]["interface"], "net2", "{status}");
+    cni.call("DEL", &cluster.config).ok();
+    cluster.assert_nothing_left(&pod, "after DEL");
+}
+
+#[test]
+fn a_cluster_network_and_default_networks_from_nads_are_named_namespace_slash_name() {
+    let mut cluster = Cluster::api();
+    let conflist: Value =
+        serde_json::from_slice(&std::fs::read(cluster.path("net.d/10-ptp.conflist")).unwrap())
+            .unwrap();
+    cluster.add_nad("ptp-cluster", &conflist);
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    cluster.config["multusNamespace"] = json!("default");
+    cluster.config["clusterNetwork"] = json!("ptp-cluster");
+    cluster.config["defaultNetworks"] = json!(["macvlan-conf"]);
+    cluster.add_pod("uid-nadcluster", "");
+    let pod = Netns::new("mwp");
+    let cni = cluster.cni(&pod, "nad-cluster", "uid-nadcluster");
+    let output = cni.call("ADD", &cluster.config);
+    output.ok();
+    let eth0_ip = assert_cluster_result(&pod, &output.json(), "1.0.0");
+    let mut cluster_entry = cluster_entry(&pod, &eth0_ip);
+    cluster_entry["name"] = json!("default/ptp-cluster");
+    assert_eq!(
+        cluster.network_status_from_api(),
+        json!([cluster_entry, macvlan_entry(&pod, "net1", "192.168.1.200")])
+    );
+    cni.call("DEL", &cluster.config).ok();
+    cluster.assert_nothing_left(&pod, "after DEL");
+}
+
+#[test]
+fn a_nad_whose_type_is_a_wasm_ipam_plugin_runs_the_native_one() {
+    let mut cluster = Cluster::api();
+    let static_net = json!({
+        "cniVersion": "1.0.0",
+        "name": "static-net",
+        "type": "static",
+        "ipam": {"type": "static", "addresses": [{"address": "10.10.0.5/24"}]}
+    });
+    cluster.add_nad("static-net", &static_net);
+    cluster.add_pod("uid-static", "static-net");
+    let pod = Netns::new("mwp");
+    let cni = cluster.cni(&pod, "static-type", "uid-static");
+    cni.call("ADD", &cluster.config).ok();
+    // As the native static run as a main plugin: an address in the result,
+    // nothing in the pod.
+    assert_eq!(support::link_names(&pod), vec!["eth0", "lo"]);
+    let status = cluster.network_status_from_api();
+    assert_eq!(status.as_array().map(Vec::len), Some(2), "{status}");
+    assert_eq!(status[1]["name"], "default/static-net", "{status}");
+    assert_eq!(status[1]["ips"], json!(["10.10.0.5"]), "{status}");
+    assert!(
+        log_text(&cluster).contains("running the native binary"),
+        "the fallback is logged"
+    );
+    cni.call("CHECK", &cluster.config).ok();
+    cni.call("DEL", &cluster.config).ok();
+    cluster.assert_nothing_left(&pod, "after DEL");
+
+    // Without the native binary allowed, a clear error, nothing attached.
+    cluster.config["nativePlugins"] = json!(["ptp", "host-local"]);
+    let pod = Netns::new("mwp");
+    let output = cluster
+        .cni(&pod, "static-refused", "uid-static")
+        .call("ADD", &cluster.config);
+    assert_eq!(output.error_code(), 7, "{}", output.stdout);
+    let message = error_message(&output);
+    assert!(
+        message.contains("default/static-net")
+            && message.contains("\"static\", which is an IPAM plugin")
+            && message.contains("nativePlugins"),
+        "{message}"
+    );
+    cluster.assert_nothing_left(&pod, "after the refused ADD");
+}

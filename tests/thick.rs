@@ -613,3 +613,43 @@ fn rbac_grants_exactly_what_thin_and_thick_mode_ask_of_the_api() {
     cluster.assert_nothing_left(&pod, "thin");
     cluster.assert_nothing_left(&thick_pod, "thick");
 }
+
+#[test]
+fn a_static_pods_mirror_in_the_cache_is_used_without_a_get() {
+    let cluster = Cluster::api();
+    cluster.add_nad("macvlan-conf", &cluster.seed_config());
+    let daemon = Daemon::start(&cluster);
+    // The mirror pod kubelet created in the API; kubelet itself calls with
+    // the manifest's UID.
+    cluster.add_pod_annotated(
+        "samplepod",
+        "uid-mirror",
+        json!({
+            "k8s.v1.cni.cncf.io/networks": "macvlan-conf",
+            "kubernetes.io/config.source": "file",
+            "kubernetes.io/config.mirror": "1f2e3d4c5b6a"
+        }),
+    );
+    wait_metric(&daemon, r#"multus_wasm_cache_objects{kind="pods"} 1"#);
+    let pod = Netns::new("mwthk");
+    let cni = through_shim_as(&cluster, &pod, "samplepod", "static", "uid-manifest");
+    call(&cluster, &cni, "ADD").ok();
+    assert_eq!(pod.addresses("net1"), vec!["192.168.1.200/24"]);
+    assert_eq!(object_gets(&cluster), Vec::<String>::new());
+    call(&cluster, &cni, "DEL").ok();
+    cluster.assert_nothing_left(&pod, "after DEL");
+
+    // A plain pod with another UID is still refused.
+    cluster.add_pod_named("plainpod", "uid-api", "macvlan-conf");
+    wait_metric(&daemon, r#"multus_wasm_cache_objects{kind="pods"} 2"#);
+    let other = Netns::new("mwthk");
+    let stale = through_shim_as(&cluster, &other, "plainpod", "plain", "uid-kubelet");
+    let output = call(&cluster, &stale, "ADD");
+    assert_eq!(output.error_code(), 4, "{}", output.stdout);
+    assert!(
+        error_message(&output).contains("expected pod UID uid-kubelet but got uid-api"),
+        "{}",
+        output.stdout
+    );
+    cluster.assert_nothing_left(&other, "after the refused ADD");
+}

@@ -1,7 +1,7 @@
 //! multus-wasm: a Multus-compatible CNI meta-plugin whose delegates run as
 //! sandboxed WebAssembly components. See ARCHITECTURE.md for the code map.
 
-pub use multus_wasm_core::{annotations, attachments, cni, config, devices, plan, status};
+pub use multus_wasm_core::{annotations, attachments, cni, config, devices, plan, pod, status};
 
 pub mod call;
 pub mod cli;

@@ -174,16 +174,20 @@ impl Cluster {
 
     /// Serve pod `default/<name>` (uid `uid`) asking for `networks`.
     pub fn add_pod_named(&self, name: &str, uid: &str, networks: &str) {
+        self.add_pod_annotated(name, uid, json!({NETWORKS: networks}));
+    }
+
+    /// Serve pod `default/<name>` (uid `uid`) with `annotations` (an object
+    /// of strings).
+    pub fn add_pod_annotated(&self, name: &str, uid: &str, annotations: Value) {
         match &self.source {
-            Source::Api(server) => {
-                server.add_pod("default", name, uid, json!({NETWORKS: networks}))
-            }
+            Source::Api(server) => server.add_pod("default", name, uid, annotations),
             Source::Local => {
                 let manifest = json!({
                     "apiVersion": "v1",
                     "kind": "Pod",
                     "metadata": {"name": name, "namespace": "default", "uid": uid,
-                                 "annotations": {NETWORKS: networks}}
+                                 "annotations": annotations}
                 });
                 std::fs::write(
                     self.path(&format!("manifests/pod-{name}.yaml")),

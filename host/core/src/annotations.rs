@@ -353,13 +353,14 @@ fn parse_comma_item(
     item: &str,
     default_namespace: &str,
 ) -> Result<NetworkSelectionElement, SelectionFieldError> {
-    let slash_parts: Vec<&str> = item.split('/').collect();
+    // Each part is trimmed, as Multus does (`" ns / net @ if0 "`).
+    let slash_parts: Vec<&str> = item.split('/').map(str::trim).collect();
     let (namespace, name_and_interface) = match slash_parts.as_slice() {
         [name_and_interface] => (None, *name_and_interface),
         [namespace, name_and_interface] => (Some(*namespace), *name_and_interface),
         _ => return Err(SelectionFieldError::TooManySlashes),
     };
-    let at_parts: Vec<&str> = name_and_interface.split('@').collect();
+    let at_parts: Vec<&str> = name_and_interface.split('@').map(str::trim).collect();
     let (name, interface) = match at_parts.as_slice() {
         [name] => (*name, None),
         [name, interface] => (*name, Some(*interface)),
@@ -548,6 +549,22 @@ mod tests {
                 "x@abcdefghijklmno",
                 vec![comma("x", "pods", Some("abcdefghijklmno"))],
             ),
+            // Whitespace around '/', '@' and each comma part is trimmed, as
+            // Multus does.
+            (
+                " default / net2 @ sp0 , net1 ",
+                vec![
+                    comma("net2", "default", Some("sp0")),
+                    comma("net1", "pods", None),
+                ],
+            ),
+            (
+                "\tns/net-a@\teth1\n,\n other /net-b",
+                vec![
+                    comma("net-a", "ns", Some("eth1")),
+                    comma("net-b", "other", None),
+                ],
+            ),
         ];
         for (annotation, expected) in cases {
             let parsed = parse_networks(annotation, "pods")
@@ -602,6 +619,19 @@ mod tests {
             (
                 "-net",
                 r#"invalid network "-net" in annotation "-net": network name "-net" is not a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a letter or digit)"#,
+            ),
+            // Trimming does not make an empty part valid.
+            (
+                " / net",
+                r#"invalid network "/ net" in annotation " / net": namespace before '/' is empty"#,
+            ),
+            (
+                "net @ ",
+                r#"invalid network "net @" in annotation "net @ ": interface name is empty"#,
+            ),
+            (
+                "my net",
+                r#"invalid network "my net" in annotation "my net": network name "my net" is not a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a letter or digit)"#,
             ),
         ];
         for (annotation, expected) in cases {

@@ -226,12 +226,9 @@ impl<'a> Call<'a> {
         let mut specs = Vec::new();
         match &self.config.cluster_network {
             Some(cluster_network) => {
+                // Named `<namespace>/<name>` when it comes from a NAD (as
+                // Multus names it in network-status), else by its config.
                 let (name, config) = self.resolve_network(cluster_network)?;
-                let name = config
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .unwrap_or(name);
                 specs.push(DelegateSpec::cluster_network(name, config));
             }
             None => {
@@ -400,28 +397,28 @@ impl<'a> Call<'a> {
         specs
             .iter()
             .map(|spec| {
+                // Every attachment gets what its selection asked for, the
+                // default-network annotation's (the master) included, as in
+                // Multus; the operator's own networks ask for nothing.
                 let mut capability_args = runtime_config.clone();
                 let mut cni_args = base_args.clone();
-                if !spec.is_master {
-                    let declared = attachments::declared_capabilities(&spec.config);
-                    capability_args.extend(
-                        attachments::capability_args(spec, &declared, &legacy)
-                            .map_err(attach_error)?,
+                let declared = attachments::declared_capabilities(&spec.config);
+                capability_args.extend(
+                    attachments::capability_args(spec, &declared, &legacy).map_err(attach_error)?,
+                );
+                if spec.device_id.is_some() && declared.contains(DEVICE_INFO_CAPABILITY) {
+                    let file = devices::cni_device_info_file(
+                        &self.config.device_info_dir,
+                        &spec.name,
+                        self.container_id(),
+                        &spec.ifname,
                     );
-                    if spec.device_id.is_some() && declared.contains(DEVICE_INFO_CAPABILITY) {
-                        let file = devices::cni_device_info_file(
-                            &self.config.device_info_dir,
-                            &spec.name,
-                            self.container_id(),
-                            &spec.ifname,
-                        );
-                        capability_args.insert(
-                            DEVICE_INFO_CAPABILITY.into(),
-                            Value::String(file.display().to_string()),
-                        );
-                    }
-                    cni_args.extend(attachments::legacy_cni_args(spec));
+                    capability_args.insert(
+                        DEVICE_INFO_CAPABILITY.into(),
+                        Value::String(file.display().to_string()),
+                    );
                 }
+                cni_args.extend(attachments::legacy_cni_args(spec));
                 Ok(CachedAttachment {
                     name: spec.name.clone(),
                     ifname: spec.ifname.clone(),
@@ -510,15 +507,16 @@ impl<'a> Call<'a> {
             tracing::warn!(pod = %pod_ref.label(&container_id), "pod not found: returning an empty result");
             return CniResult::empty(version).to_json(version);
         }
-        if let (Some(pod_ref), Some(pod)) = (&pod_ref, &pod)
-            && !pod_ref.uid.is_empty()
-            && !pod.uid.is_empty()
-            && pod_ref.uid != pod.uid
-        {
-            return Err(CniError::invalid_environment(format!(
-                "expected pod UID {} but got {} from the API for pod {}/{}",
-                pod_ref.uid, pod.uid, pod.namespace, pod.name
-            )));
+        if let (Some(pod_ref), Some(pod)) = (&pod_ref, &pod) {
+            // A static pod's mirror in the API has a UID of its own.
+            crate::pod::check_pod_uid(
+                &pod.namespace,
+                &pod.name,
+                &pod_ref.uid,
+                &pod.uid,
+                &pod.annotations,
+            )
+            .map_err(|err| CniError::new(err.cni_code(), err.to_string()))?;
         }
         let label = pod_ref.clone().unwrap_or_default().label(&container_id);
         let mut specs = self.build_specs(pod.as_ref())?;

@@ -455,3 +455,58 @@ fn an_event_that_cannot_be_sent_does_not_fail_the_add() {
     assert!(effects.world.k8s_events().is_empty());
     assert_eq!(effects.world.kernel().links.len(), 2);
 }
+
+#[test]
+fn check_skips_an_attachment_older_than_check() {
+    let effects = node("net-a,net-b");
+    let mut old = macvlan("net-a");
+    old["cniVersion"] = json!("0.3.0");
+    effects.world.add_nad("default", "net-a", old);
+    let config = config(json!({}));
+    run(&effects, &config, "ADD").unwrap();
+    run(&effects, &config, "CHECK").unwrap();
+    let events = effects.world.events();
+    // The cluster network and net-b are checked, net-a (0.3.0) is not.
+    assert_eq!(count(&events, "exec ptp CHECK"), 1, "{events:#?}");
+    assert_eq!(count(&events, "macvlan CHECK"), 1, "{events:#?}");
+    assert_eq!(count(&events, "host-local CHECK"), 1, "{events:#?}");
+}
+
+#[test]
+fn a_nad_whose_type_is_a_wasm_ipam_plugin_runs_the_allowed_native_binary() {
+    let ipam_as_type = json!({"cniVersion": "1.0.0", "name": "hl-net", "type": "host-local", "subnet": "10.9.0.0/24"});
+    let effects = node("hl-net");
+    effects.plugins_native(&["host-local"]);
+    effects
+        .world
+        .add_nad("default", "hl-net", ipam_as_type.clone());
+    let config = config(json!({}));
+    run(&effects, &config, "ADD").unwrap();
+    let events = effects.world.events();
+    assert_eq!(count(&events, "exec host-local ADD net1"), 1, "{events:#?}");
+    assert_eq!(count(&events, "host-local ADD"), 0, "{events:#?}");
+    run(&effects, &config, "DEL").unwrap();
+    assert_eq!(
+        count(&effects.world.events(), "exec host-local DEL net1"),
+        1
+    );
+
+    // Not allowed natively: code 7 naming the plugin as an IPAM plugin.
+    let effects = node("hl-net");
+    effects.plugins_native(&["host-local"]);
+    effects.world.add_nad("default", "hl-net", ipam_as_type);
+    let err = run(&effects, &config_with_native(&["ptp"]), "ADD").unwrap_err();
+    assert_eq!(err.code, 7, "{err}");
+    assert!(
+        err.msg.contains("default/hl-net")
+            && err.msg.contains("\"host-local\", which is an IPAM plugin")
+            && err.msg.contains("nativePlugins"),
+        "{err}"
+    );
+    assert_eq!(count(&effects.world.events(), "exec host-local"), 0);
+    assert_nothing_left(&effects, "refused IPAM plugin as type");
+}
+
+fn config_with_native(types: &[&str]) -> MultusConfig {
+    config(json!({"nativePlugins": types}))
+}

@@ -3,7 +3,8 @@
 //! NetworkAttachmentDefinition, kept by watches that relist when the API
 //! server says their resourceVersion is gone (410). A pod missing from the
 //! cache, or cached with another UID than the runtime's (the cache lags a
-//! new pod), is read with a GET; so is a missing NAD. The network-status is
+//! new pod) unless it is a static pod's mirror (whose UID always differs),
+//! is read with a GET; so is a missing NAD. The network-status is
 //! written with one JSON merge PATCH of the pod's status (no GET, no
 //! conflict).
 
@@ -181,8 +182,11 @@ impl NetworkSource for CachedSource {
         let key = ObjectRef::new(name).within(namespace);
         if let Some(cached) = self.pods.get(&key) {
             let cached_uid = cached.metadata.uid.as_deref().unwrap_or_default();
-            if uid.is_empty() || cached_uid == uid {
-                return Ok(Some(pod_info(namespace, name, &cached.metadata)));
+            let info = pod_info(namespace, name, &cached.metadata);
+            // A static pod's mirror always has another UID than kubelet's:
+            // the API would answer the same.
+            if uid.is_empty() || cached_uid == uid || crate::pod::is_static_pod(&info.annotations) {
+                return Ok(Some(info));
             }
             tracing::debug!(
                 namespace,

@@ -347,6 +347,42 @@ impl CallContext<'_> {
         }
     }
 
+    /// Resolve `plugin_type` as a network's own plugin (a `type` of its
+    /// config, not its `ipam.type`). A wasm plugin that implements only the
+    /// IPAM world (such as `static`) cannot be one; as Multus runs the
+    /// native binary of that name as a main plugin, so do we, when the
+    /// operator allows that binary for this attachment, else the error
+    /// says what the plugin is and how to use it.
+    fn delegate_runner(
+        &self,
+        plugin_type: &str,
+        attachment: &Attachment<'_>,
+        config: &Value,
+    ) -> Result<Runner, CniError> {
+        match self.runner(plugin_type, attachment, config)? {
+            Runner::Wasm(guest) if guest.world() == World::Ipam => {
+                if self.check_native_type(plugin_type, attachment).is_err() {
+                    return Err(CniError::invalid_network_config(format!(
+                        "network {} has type {plugin_type:?}, which is an IPAM plugin (registered in wasmPlugins as a wasm IPAM plugin, sha256 {}) and cannot be used as a network's type, and nativePlugins does not allow running the native {plugin_type} binary instead; use it as the delegate's \"ipam\": {{\"type\": \"{plugin_type}\"}}, or add {plugin_type:?} to nativePlugins",
+                        attachment.name,
+                        guest.digest(),
+                    )));
+                }
+                tracing::info!(
+                    network = %attachment.name,
+                    plugin = plugin_type,
+                    "the wasm plugin of this type is an IPAM plugin: running the native binary as the network's plugin"
+                );
+                Ok(Runner::Native(self.native_binary(
+                    plugin_type,
+                    attachment,
+                    config,
+                )?))
+            }
+            runner => Ok(runner),
+        }
+    }
+
     /// The config plugin `index` of the attachment receives.
     fn plugin(
         &self,
@@ -380,7 +416,7 @@ impl CallContext<'_> {
             let outcome = self
                 .plugin(attachment, index, &injection)
                 .and_then(|(plugin_type, config)| {
-                    match self.runner(&plugin_type, attachment, &config)? {
+                    match self.delegate_runner(&plugin_type, attachment, &config)? {
                         Runner::Wasm(guest) => {
                             wasm::add(self, guest.as_ref(), attachment, &config, previous.as_ref())
                         }
@@ -514,7 +550,7 @@ impl CallContext<'_> {
             let outcome =
                 self.plugin(attachment, index, &injection)
                     .and_then(|(plugin_type, config)| {
-                        match self.runner(&plugin_type, attachment, &config)? {
+                        match self.delegate_runner(&plugin_type, attachment, &config)? {
                             Runner::Wasm(_) if link_plans == LinkPlans::Skip => {
                                 self.ipam_del(attachment, &config, prev_result)
                             }
@@ -540,16 +576,31 @@ impl CallContext<'_> {
     }
 
     /// CHECK one attachment against its cached result.
+    ///
+    /// A config older than CHECK (cniVersion below 0.4.0) cannot be
+    /// checked. A pod's own attachment (from a NAD) is then skipped: Multus
+    /// never CHECKs those at all, and an old NAD must not fail the pod's
+    /// CHECK. The operator's own networks (cluster network, `delegates`,
+    /// `defaultNetworks`) are refused, as libcni refuses them when Multus
+    /// CHECKs its delegates (and as the plugin itself does).
     pub fn check(&self, attachment: &Attachment<'_>, cached: &CniResult) -> Result<(), CniError> {
         let list = attachment.list;
         if list.disable_check {
             return Ok(());
         }
         if !list.cni_version.allows_check() {
-            return Err(CniError::incompatible_version(format!(
-                "network {} has cniVersion {}: CHECK needs 0.4.0 or later",
-                list.name, list.cni_version
-            )));
+            if attachment.operator {
+                return Err(CniError::incompatible_version(format!(
+                    "network {} has cniVersion {}: CHECK needs 0.4.0 or later",
+                    list.name, list.cni_version
+                )));
+            }
+            tracing::info!(
+                network = %attachment.name,
+                cni_version = %list.cni_version,
+                "CHECK skipped: the network's cniVersion predates CHECK (0.4.0)"
+            );
+            return Ok(());
         }
         for index in 0..list.plugins.len() {
             let injection = PluginInjection {
@@ -558,7 +609,7 @@ impl CallContext<'_> {
                 valid_attachments: None,
             };
             let (plugin_type, config) = self.plugin(attachment, index, &injection)?;
-            match self.runner(&plugin_type, attachment, &config)? {
+            match self.delegate_runner(&plugin_type, attachment, &config)? {
                 Runner::Wasm(guest) => {
                     wasm::check(self, guest.as_ref(), attachment, &config, cached)?
                 }
@@ -576,10 +627,20 @@ impl CallContext<'_> {
     }
 
     /// GC one network: every plugin (and wasm IPAM) gets the attachments to
-    /// keep. Keeps going after errors.
+    /// keep. Keeps going after errors. A config older than GC (cniVersion
+    /// below 1.1.0) is skipped whole, wasm IPAM included, as libcni skips
+    /// it: its stale attachments were DEL'd already.
     pub fn gc(&self, attachment: &Attachment<'_>, keep: &[GcAttachment]) -> Result<(), CniError> {
         let list = attachment.list;
         if list.disable_gc {
+            return Ok(());
+        }
+        if !list.cni_version.allows_gc_status() {
+            tracing::info!(
+                network = %attachment.name,
+                cni_version = %list.cni_version,
+                "GC skipped: the network's cniVersion predates GC (1.1.0)"
+            );
             return Ok(());
         }
         let pairs: Vec<(String, String)> = keep
@@ -596,7 +657,7 @@ impl CallContext<'_> {
             let outcome =
                 self.plugin(attachment, index, &injection)
                     .and_then(|(plugin_type, config)| {
-                        match self.runner(&plugin_type, attachment, &config)? {
+                        match self.delegate_runner(&plugin_type, attachment, &config)? {
                             Runner::Wasm(_) => match ipam_type(&config) {
                                 Some(ipam_type) => self
                                     .ipam(
@@ -612,7 +673,7 @@ impl CallContext<'_> {
                                     .map(|_| ()),
                                 None => Ok(()),
                             },
-                            Runner::Native(binary) if list.cni_version.allows_gc_status() => self
+                            Runner::Native(binary) => self
                                 .plugins
                                 .exec(
                                     &binary,
@@ -621,7 +682,6 @@ impl CallContext<'_> {
                                     &self.exec_context(attachment),
                                 )
                                 .map(|_| ()),
-                            Runner::Native(_) => Ok(()),
                         }
                     });
             if let Err(err) = outcome {
@@ -640,12 +700,17 @@ impl CallContext<'_> {
         for index in 0..list.plugins.len() {
             let (plugin_type, config) =
                 self.plugin(attachment, index, &PluginInjection::default())?;
-            for name in std::iter::once(plugin_type.as_str()).chain(ipam_type(&config)) {
-                let runner = self
-                    .runner(name, attachment, &config)
-                    .map_err(not_available)?;
+            let own = std::iter::once((plugin_type.as_str(), true));
+            let ipam = ipam_type(&config).map(|ipam_type| (ipam_type, false));
+            for (name, is_own) in own.chain(ipam) {
+                let runner = if is_own {
+                    self.delegate_runner(name, attachment, &config)
+                } else {
+                    self.runner(name, attachment, &config)
+                }
+                .map_err(not_available)?;
                 if let Runner::Native(binary) = runner
-                    && name == plugin_type
+                    && is_own
                     && list.cni_version.allows_gc_status()
                 {
                     self.plugins.exec(
