@@ -41,7 +41,11 @@ pub fn run(args: &[String]) -> Result<()> {
         build.args(["-p", binary]);
     }
     util::run(&mut build)?;
-    let out = root.join("target").join(STATIC_TARGET).join("release");
+    // Where cargo put them: CARGO_TARGET_DIR when set, else target/.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let out = target_dir.join(STATIC_TARGET).join("release");
     for binary in NODE_BINARIES {
         let path = out.join(binary);
         let elf = std::fs::read(&path).map_err(|err| format!("{}: {err}", path.display()))?;
