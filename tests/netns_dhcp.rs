@@ -55,7 +55,7 @@ impl Dhcp {
                 Server::Refusing => "192.168.1.50,static,255.255.255.0".to_string(),
                 _ => "192.168.1.50,192.168.1.60,255.255.255.0,10m".to_string(),
             };
-            let child = Command::new("ip")
+            Command::new("ip")
                 .args(["netns", "exec", &node.name, DNSMASQ])
                 .args([
                     "--keep-in-foreground",
@@ -77,8 +77,7 @@ impl Dhcp {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("spawn dnsmasq");
-            child
+                .expect("spawn dnsmasq")
         });
         // The daemon enters the pod's namespace by path for each lease; it
         // listens only on its own socket.
