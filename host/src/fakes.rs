@@ -62,6 +62,8 @@ pub struct Faults {
     pub send_event: bool,
     /// The network's store is locked by someone else.
     pub store_locked: bool,
+    /// The native `dhcp` fails its ADD after it leased.
+    pub native_ipam: bool,
 }
 
 /// Everything a fake call shares.
@@ -794,6 +796,42 @@ impl Resolver for FakePlugins {
             }
             ("ptp", CniCommand::Del) => {
                 remove_link(&mut state, context.ifname);
+                Ok(None)
+            }
+            // A DHCP client: it needs the link in the pod to get a lease,
+            // and to release it (the server keeps a lease nobody released).
+            ("dhcp", CniCommand::Add) => {
+                if !state.links.contains(context.ifname) {
+                    return Err(CniError::internal(format!(
+                        "no link {} in the pod to send DHCPDISCOVER from",
+                        context.ifname
+                    )));
+                }
+                let owner = format!("{}/{}", context.container_id, context.ifname);
+                let mut stores = self.world.stores.lock().unwrap();
+                let leases = stores.entry("dhcp-server".into()).or_default();
+                let host = (2..250)
+                    .find(|host| !leases.contains_key(&format!("192.168.9.{host}")))
+                    .expect("a free lease");
+                let ip = format!("192.168.9.{host}");
+                leases.insert(ip.clone(), owner);
+                if self.world.faults().native_ipam {
+                    return Err(CniError::internal("injected dhcp failure"));
+                }
+                Ok(Some(result(json!({
+                    "cniVersion": "1.0.0",
+                    "ips": [{"address": format!("{ip}/24"), "gateway": "192.168.9.1"}],
+                    "routes": [{"dst": "10.9.0.0/16"}]
+                }))))
+            }
+            ("dhcp", CniCommand::Del) => {
+                if state.links.contains(context.ifname) {
+                    let owner = format!("{}/{}", context.container_id, context.ifname);
+                    let mut stores = self.world.stores.lock().unwrap();
+                    if let Some(leases) = stores.get_mut("dhcp-server") {
+                        leases.retain(|_, holder| *holder != owner);
+                    }
+                }
                 Ok(None)
             }
             (_, CniCommand::Add) => Ok(Some(result(json!({"cniVersion": "1.0.0"})))),

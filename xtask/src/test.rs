@@ -8,7 +8,8 @@
 //! - `component`: the suites that load built guests and exec the binary but
 //!   need no root: sandbox, cli, install, deploy, sdk_docs, apiserver_fake.
 //! - `netns`: the suites that create network namespaces (root):
-//!   netns_macvlan, differential, meta, reliability, security, thick, devices.
+//!   netns_macvlan, netns_dhcp, differential, meta, reliability, security,
+//!   thick, devices.
 //! - `all`: unit, component, netns, then a bounded fuzz run.
 //!
 //! The component and netns tiers first build the binary and every suite
@@ -37,6 +38,7 @@ const COMPONENT_SUITES: &[&str] = &[
 /// Suites that need root and network namespaces.
 const NETNS_SUITES: &[&str] = &[
     "netns_macvlan",
+    "netns_dhcp",
     "differential",
     "meta",
     "reliability",

@@ -162,15 +162,17 @@ pub fn ensure_wasm_targets() -> Result<()> {
 }
 
 /// The reference plugins (Debian's containernetworking-plugins, in
-/// /usr/lib/cni), installed with apt when missing.
+/// /usr/lib/cni), ping and dnsmasq, installed with apt when missing.
 pub fn ensure_reference_plugins() -> Result<()> {
     let have_ping = std::path::Path::new("/usr/bin/ping").exists()
         || std::path::Path::new("/bin/ping").exists();
-    if std::path::Path::new("/usr/lib/cni/macvlan").exists() && have_ping {
+    // dnsmasq: the DHCP server of the dhcp IPAM tests (`meta`).
+    let have_dnsmasq = std::path::Path::new("/usr/sbin/dnsmasq").exists();
+    if std::path::Path::new("/usr/lib/cni/macvlan").exists() && have_ping && have_dnsmasq {
         return Ok(());
     }
     if !is_root() {
-        return Err("the reference plugins (/usr/lib/cni) or ping are missing and installing them needs root".into());
+        return Err("the reference plugins (/usr/lib/cni), ping or dnsmasq are missing and installing them needs root".into());
     }
     run(Command::new("apt-get").arg("update"))?;
     run(Command::new("apt-get")
@@ -180,6 +182,9 @@ pub fn ensure_reference_plugins() -> Result<()> {
             "containernetworking-plugins",
             "iproute2",
             "iputils-ping",
+            // The binary only: the `dnsmasq` package also starts a DNS
+            // service on the machine.
+            "dnsmasq-base",
         ])
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }

@@ -813,10 +813,11 @@ impl<'a> Call<'a> {
 
     /// DEL every attachment of `record` in `kernel`'s pod; the errors.
     ///
-    /// Every wasm-created link of the pod goes in one kernel batch, on the
-    /// pod's netns thread; meanwhile IPAM is released and native plugins
-    /// run their DELs. Only if the batch fails do the wasm delegates' own
-    /// DEL plans run.
+    /// First the native IPAM of wasm delegates (dhcp), which releases
+    /// through the link. Then every wasm-created link of the pod goes in one
+    /// kernel batch, on the pod's netns thread; meanwhile the other IPAM is
+    /// released and native plugins run their DELs. Only if the batch fails
+    /// do the wasm delegates' own DEL plans run.
     fn del_record(
         &self,
         kernel: &dyn Kernel,
@@ -833,6 +834,21 @@ impl<'a> Call<'a> {
             &bin_dirs,
             &operator_types,
         );
+        let mut errors = Vec::new();
+        if kernel.has_netns() {
+            // Native IPAM of wasm delegates (dhcp) releases through the link:
+            // before the batch takes it.
+            // (An unparsable list is reported once, below.)
+            for (cached, list) in record.attachments.iter().zip(&lists).rev() {
+                let Ok(list) = list else { continue };
+                let result = cached.parsed_result();
+                if let Err(err) =
+                    context.release_link_ipam(&Self::attachment(cached, list), result.as_ref())
+                {
+                    errors.push(format!("{}: {err}", cached.name));
+                }
+            }
+        }
         let batch = match kernel.start_group_delete() {
             Ok(started) => started,
             Err(err) => {
@@ -845,7 +861,6 @@ impl<'a> Call<'a> {
         } else {
             LinkPlans::Run
         };
-        let mut errors = Vec::new();
         let each = |link_plans: LinkPlans, errors: &mut Vec<String>| {
             for (cached, list) in record.attachments.iter().zip(&lists).rev() {
                 let outcome = list.as_ref().map_err(Clone::clone).and_then(|list| {

@@ -510,3 +510,120 @@ fn a_nad_whose_type_is_a_wasm_ipam_plugin_runs_the_allowed_native_binary() {
 fn config_with_native(types: &[&str]) -> MultusConfig {
     config(json!({"nativePlugins": types}))
 }
+
+/// A node whose NAD `net-d` is the wasm macvlan with the native `dhcp` IPAM
+/// (the fake's needs the link in the pod to lease and to release).
+fn dhcp_node() -> FakeEffects {
+    let effects = FakeEffects::new();
+    effects.plugins_native(&["dhcp"]);
+    effects.world.add_nad(
+        "default",
+        "net-d",
+        json!({"cniVersion": "1.0.0", "name": "net-d", "type": "macvlan", "master": "ens3",
+               "ipam": {"type": "dhcp"}}),
+    );
+    effects.world.add_pod("default", "pod", "uid-1", "net-d");
+    effects
+}
+
+#[test]
+fn a_native_ipam_runs_once_the_wasm_link_exists_and_its_addresses_are_host_ops() {
+    let effects = dhcp_node();
+    let config = config(json!({}));
+    run(&effects, &config, "ADD").unwrap();
+    let events = effects.world.events();
+    let wanted = [
+        "macvlan ADD",
+        "op create-macvlan net1 on ens3 (bridge)",
+        "exec dhcp ADD net1",
+        "op add-address 192.168.9.2/24 on net1",
+        "op add-route 10.9.0.0/16 on net1 via 192.168.9.1",
+        "cache-save added,added",
+    ];
+    let mut position = 0;
+    for want in wanted {
+        let found = events[position..]
+            .iter()
+            .position(|event| event == want)
+            .unwrap_or_else(|| panic!("{want:?} missing after {position} in {events:#?}"));
+        position += found + 1;
+    }
+    assert_eq!(count(&events, "macvlan ADD"), 1);
+    let kernel = effects.world.kernel();
+    assert!(
+        kernel
+            .addresses
+            .contains(&("net1".into(), "192.168.9.2/24".parse().unwrap())),
+        "{kernel:?}"
+    );
+    assert_eq!(effects.world.reservations(), ["dhcp-server/192.168.9.2"]);
+    // The attachment's result carries the lease, on net1.
+    let statuses = effects.world.statuses.lock().unwrap().clone();
+    let status: Value = serde_json::from_str(&statuses[0]).unwrap();
+    let net1 = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["interface"] == "net1")
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(net1["ips"], json!(["192.168.9.2"]), "{status}");
+
+    run(&effects, &config, "CHECK").unwrap();
+    run(&effects, &config, "DEL").unwrap();
+    let events = effects.world.events();
+    let release = events
+        .iter()
+        .position(|event| event == "exec dhcp DEL net1");
+    let batch = events
+        .iter()
+        .position(|event| event.starts_with("group-delete"));
+    assert!(
+        release.is_some() && release < batch,
+        "the lease is released before the links go: {events:#?}"
+    );
+    assert_nothing_left(&effects, "after DEL");
+}
+
+#[test]
+fn a_failure_after_the_link_releases_the_lease_and_removes_the_link() {
+    // net1's link plan: create, up (ops 0, 1); then the lease's: 2 sysctls,
+    // address, up, route (ops 2-6).
+    for op in 0..7 {
+        let effects = dhcp_node();
+        effects.world.faults().op = Some(op);
+        let err = run(&effects, &config(json!({})), "ADD")
+            .expect_err(&format!("op {op} must fail the ADD"));
+        assert!(err.msg.contains("injected: EINVAL"), "op {op}: {err}");
+        let events = effects.world.events();
+        assert_eq!(
+            count(&events, "exec dhcp ADD"),
+            usize::from(op >= 2),
+            "op {op}: {events:#?}"
+        );
+        assert_nothing_left(&effects, &format!("failure at op {op}"));
+    }
+    // The IPAM plugin fails after it leased: its DEL runs while the link
+    // exists (so the lease is released), then the link is undone.
+    let effects = dhcp_node();
+    effects.world.faults().native_ipam = true;
+    let err = run(&effects, &config(json!({})), "ADD").unwrap_err();
+    assert!(err.msg.contains("injected dhcp failure"), "{err}");
+    assert!(
+        err.msg
+            .contains("IPAM plugin dhcp for net1 of network default/net-d"),
+        "{err}"
+    );
+    assert_eq!(count(&effects.world.events(), "exec dhcp DEL net1"), 1);
+    assert_nothing_left(&effects, "dhcp failure");
+
+    let effects_without_lease = dhcp_node();
+    effects_without_lease.plugins.native.lock().unwrap().clear();
+    let err = run(&effects_without_lease, &config(json!({})), "ADD").unwrap_err();
+    assert!(err.msg.contains("dhcp"), "{err}");
+    assert_eq!(
+        count(&effects_without_lease.world.events(), "op create-macvlan"),
+        0,
+        "a missing IPAM binary is found before the link is made"
+    );
+    assert_nothing_left(&effects_without_lease, "missing dhcp binary");
+}

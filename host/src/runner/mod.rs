@@ -3,11 +3,14 @@
 //! operator allows), then ADD, DEL, CHECK, GC or STATUS runs plugin by
 //! plugin, each ADD getting the previous plugin's result.
 //!
-//! A wasm delegate's ADD (see `wasm`): its IPAM first (a wasm IPAM plugin
-//! with the network's store locked, or the native IPAM binary), then the
-//! delegate with the IPAM result, its plan checked by the policy and
-//! applied through the [`Kernel`]; any failure after IPAM releases the
-//! allocation, and a failed apply has already undone itself.
+//! A wasm delegate's ADD (see `wasm`): a wasm IPAM plugin first (with the
+//! network's store locked), then the delegate with the IPAM result, its
+//! plan checked by the policy and applied through the [`Kernel`]; any
+//! failure after IPAM releases the allocation, and a failed apply has
+//! already undone itself. A native IPAM binary (the reference `dhcp` needs
+//! the link) runs after the delegate's link-only plan is applied, and its
+//! addresses and routes are host-built ops through the same policy and
+//! executor; a failure after the link runs IPAM DEL, then undoes the link.
 //!
 //! Everything that reaches outside goes through a seam: [`Resolver`]
 //! (loading wasm plugins, finding and exec'ing binaries), [`IpamStores`]
@@ -217,7 +220,9 @@ pub struct Attachment<'a> {
 }
 
 /// Whether a DEL runs the wasm delegates' plans (their links still exist)
-/// or only releases their IPAM (the pod's batch delete took the links).
+/// or only releases their IPAM (the pod's batch delete took the links; a
+/// native IPAM that needs the link was released before it, by
+/// [`CallContext::release_link_ipam`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkPlans {
     Run,
@@ -488,6 +493,49 @@ impl CallContext<'_> {
         }
     }
 
+    /// Whether a wasm delegate's `ipam.type` runs natively, after the link
+    /// (see [`crate::plan::ipam::ipam_order`]): its DEL must run while the
+    /// link exists. A type that cannot be resolved counts as wasm (nothing
+    /// to order).
+    fn ipam_needs_link(&self, config: &Value) -> bool {
+        ipam_type(config).is_some_and(|ipam_type| matches!(self.plugins.wasm(ipam_type), Ok(None)))
+    }
+
+    /// Before the pod's batch delete takes the links: the native IPAM of
+    /// every wasm delegate of the attachment (the plugins in reverse), which
+    /// needs the link to release (a DHCP lease). [`LinkPlans::Skip`] then
+    /// leaves it out. Keeps going after errors.
+    pub fn release_link_ipam(
+        &self,
+        attachment: &Attachment<'_>,
+        cached: Option<&CniResult>,
+    ) -> Result<(), CniError> {
+        let list = attachment.list;
+        let prev_result = cached.filter(|_| list.cni_version.passes_prev_result_on_del());
+        let mut errors = Vec::new();
+        for index in (0..list.plugins.len()).rev() {
+            let injection = PluginInjection {
+                prev_result,
+                capability_args: Some(attachment.capability_args),
+                valid_attachments: None,
+            };
+            let outcome =
+                self.plugin(attachment, index, &injection)
+                    .and_then(
+                        |(plugin_type, config)| match self.plugins.wasm(&plugin_type)? {
+                            Some(_) if self.ipam_needs_link(&config) => {
+                                self.ipam_del(attachment, &config, prev_result)
+                            }
+                            _ => Ok(()),
+                        },
+                    );
+            if let Err(err) = outcome {
+                errors.push(err);
+            }
+        }
+        join_errors(errors)
+    }
+
     /// Release a wasm delegate's IPAM allocation (DEL).
     fn ipam_del(
         &self,
@@ -552,7 +600,12 @@ impl CallContext<'_> {
                     .and_then(|(plugin_type, config)| {
                         match self.delegate_runner(&plugin_type, attachment, &config)? {
                             Runner::Wasm(_) if link_plans == LinkPlans::Skip => {
-                                self.ipam_del(attachment, &config, prev_result)
+                                if self.ipam_needs_link(&config) {
+                                    // Released before the batch (release_link_ipam).
+                                    Ok(())
+                                } else {
+                                    self.ipam_del(attachment, &config, prev_result)
+                                }
                             }
                             Runner::Wasm(guest) => {
                                 wasm::del(self, guest.as_ref(), attachment, &config, prev_result)

@@ -9,9 +9,10 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{Attachment, CallContext, IpamExtra, expect_world, ipam_type};
+use super::{Attachment, CallContext, IpamExtra, Runner, expect_world, ipam_type};
 use crate::cni::{CniCommand, CniError, CniResult, CniVersion};
 use crate::netlink::Refusals;
+use crate::plan::ipam::{self, IpamOrder};
 use crate::plan::policy::{self, MasterRules, PolicyContext};
 use crate::plan::{CheckedPlan, Plan};
 use crate::sandbox::{Guest, PluginRequest, SandboxError, World};
@@ -121,9 +122,9 @@ pub fn check_plan_of(
     })
 }
 
-/// ADD through a wasm delegate: IPAM, the delegate's plan, policy, apply,
-/// then the result's MACs from the kernel. Any failure after IPAM releases
-/// the allocation; a failed apply has undone itself.
+/// ADD through a wasm delegate. A wasm IPAM plugin runs first and the
+/// delegate plans link and addresses with its result; a native IPAM binary
+/// runs once the delegate's link exists (see [`add_link_then_ipam`]).
 pub(super) fn add(
     context: &CallContext<'_>,
     guest: &dyn Guest,
@@ -139,6 +140,29 @@ pub(super) fn add(
         )));
     }
     let ipam_type = ipam_type(config);
+    let ipam_is_wasm = match ipam_type {
+        Some(ipam_type) => context.plugins.wasm(ipam_type)?.is_some(),
+        None => false,
+    };
+    match (ipam::ipam_order(ipam_type, ipam_is_wasm), ipam_type) {
+        (IpamOrder::AfterLink, Some(ipam_type)) => {
+            add_link_then_ipam(context, guest, attachment, config, previous, ipam_type)
+        }
+        _ => add_ipam_first(context, guest, attachment, config, previous, ipam_type),
+    }
+}
+
+/// Wasm IPAM (or none) first, then the delegate's plan with its result,
+/// policy, apply. Any failure after IPAM releases the allocation; a failed
+/// apply has undone itself.
+fn add_ipam_first(
+    context: &CallContext<'_>,
+    guest: &dyn Guest,
+    attachment: &Attachment<'_>,
+    config: &Value,
+    previous: Option<&CniResult>,
+    ipam_type: Option<&str>,
+) -> Result<CniResult, CniError> {
     let ipam_result = match ipam_type {
         Some(ipam_type) => context.ipam(
             ipam_type,
@@ -149,66 +173,188 @@ pub(super) fn add(
         )?,
         None => None,
     };
-    let outcome = (|| {
-        let mut delegate_request = request(context, CniCommand::Add, attachment, config);
-        delegate_request.prev_result = previous.cloned();
-        delegate_request.ipam_result = ipam_result.clone();
-        let plan = call_delegate(context, guest, &delegate_request)?;
-        let mut checked = check_plan(context, guest, plan, CniCommand::Add, attachment.ifname)?;
-        let applied = context.kernel.apply(&checked)?;
-        let mut result = checked
-            .take_result()
-            .unwrap_or_else(|| CniResult::empty(CniVersion::V1_1_0));
-        for interface in &mut result.interfaces {
-            let created_here = interface.name == attachment.ifname
-                || interface.sandbox.as_deref() == Some(context.netns_path);
-            if !created_here {
-                continue;
-            }
-            let mac = context
-                .kernel
-                .pod_link(&interface.name)
-                .ok()
-                .flatten()
-                .and_then(|link| link.mac);
-            match mac {
-                Some(mac) => interface.mac = Some(mac.to_string()),
-                None => {
-                    let errors = context.kernel.undo(applied);
-                    return Err(CniError::internal(format!(
-                        "plugin {} reported interface {} but it is not in the pod{}",
-                        guest.name(),
-                        interface.name,
-                        if errors.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" (undo: {})", errors.join("; "))
-                        }
-                    )));
-                }
-            }
-            interface.sandbox = Some(context.netns_path.into());
-        }
-        Ok(result)
-    })();
+    let outcome = apply_delegate(
+        context,
+        guest,
+        attachment,
+        config,
+        previous,
+        ipam_result.clone(),
+    )
+    .map(|(result, _)| result);
     if outcome.is_err()
         && let Some(ipam_type) = ipam_type
         && ipam_result.is_some()
-        && let Err(err) = context.ipam(
-            ipam_type,
-            CniCommand::Del,
-            attachment,
-            config,
-            IpamExtra::default(),
-        )
     {
-        tracing::error!(ipam = %ipam_type, error = %err, "releasing the IPAM allocation after a failed ADD also failed");
+        release_after_failure(context, ipam_type, attachment, config);
     }
     outcome
 }
 
+/// Native IPAM (the reference `dhcp` needs the link in the pod): the
+/// delegate plans only the link (its config without `ipam`), which is
+/// applied; then the IPAM binary's ADD; then the result's addresses and
+/// routes as host-built ops through the same policy check and journaled
+/// executor, merged into the delegate's result. Any failure after the link
+/// runs the IPAM DEL (while the link still exists, so a DHCP lease is
+/// released from it) and undoes the link.
+fn add_link_then_ipam(
+    context: &CallContext<'_>,
+    guest: &dyn Guest,
+    attachment: &Attachment<'_>,
+    config: &Value,
+    previous: Option<&CniResult>,
+    ipam_type: &str,
+) -> Result<CniResult, CniError> {
+    // Allowed and present before anything is created.
+    let Runner::Native(binary) = context.runner(ipam_type, attachment, config)? else {
+        return Err(CniError::internal(format!(
+            "IPAM type {ipam_type} changed from native to wasm during the call"
+        )));
+    };
+    let link_config = ipam::link_only_config(config);
+    let (link_result, link_applied) =
+        apply_delegate(context, guest, attachment, &link_config, previous, None)?;
+    let exec = context.exec_context(attachment);
+    let outcome = (|| {
+        let ipam_result = context
+            .plugins
+            .exec(&binary, CniCommand::Add, config, &exec)
+            .and_then(|result| {
+                result.ok_or_else(|| {
+                    CniError::internal(format!("IPAM plugin {ipam_type} returned no result"))
+                })
+            })
+            .map_err(|err| {
+                CniError::new(
+                    err.code,
+                    format!(
+                        "IPAM plugin {ipam_type} for {} of network {} (run once the link existed; the link was removed): {}{}",
+                        attachment.ifname,
+                        attachment.name,
+                        err.msg,
+                        if ipam_type == "dhcp" {
+                            " (the dhcp IPAM needs its daemon, `dhcp daemon`, running on the node at the config's daemonSocketPath or /run/cni/dhcp.sock, and a DHCP server answering on the master's segment)"
+                        } else {
+                            ""
+                        }
+                    ),
+                )
+                .with_details(err.details)
+            })?;
+        let ops = ipam::address_ops(ipam_type, attachment.ifname, &ipam_result)
+            .map_err(|err| CniError::internal(err.to_string()))?;
+        let no_masters = BTreeMap::new();
+        let policy_context = PolicyContext {
+            command: CniCommand::Add,
+            ifname: attachment.ifname,
+            masters: MasterRules {
+                allowed_masters: context.config.allowed_masters.as_deref(),
+                macvlan_modes: &context.config.allowed_macvlan_modes,
+            },
+            host_links: &no_masters,
+        };
+        let checked = policy::check(Plan::of_ops(ops), &policy_context).map_err(|violation| {
+            CniError::new(
+                policy::POLICY_CODE,
+                format!("the addresses of IPAM plugin {ipam_type}'s result: {violation}"),
+            )
+        })?;
+        context.kernel.apply(&checked)?;
+        Ok(ipam::merge_ipam_result(
+            link_result,
+            &ipam_result,
+            attachment.ifname,
+        ))
+    })();
+    if outcome.is_err() {
+        // The IPAM plugin may have kept state even when its ADD failed (the
+        // reference callers DEL after a failed ADD too).
+        release_after_failure(context, ipam_type, attachment, config);
+        let errors = context.kernel.undo(link_applied);
+        if !errors.is_empty() {
+            tracing::error!(errors = %errors.join("; "), "undoing the link after a failed IPAM also failed");
+        }
+    }
+    outcome
+}
+
+/// IPAM DEL after a failed ADD; its own failure is only logged.
+fn release_after_failure(
+    context: &CallContext<'_>,
+    ipam_type: &str,
+    attachment: &Attachment<'_>,
+    config: &Value,
+) {
+    if let Err(err) = context.ipam(
+        ipam_type,
+        CniCommand::Del,
+        attachment,
+        config,
+        IpamExtra::default(),
+    ) {
+        tracing::error!(ipam = %ipam_type, error = %err, "releasing the IPAM allocation after a failed ADD also failed");
+    }
+}
+
+/// The delegate's ADD plan (with `ipam_result`), checked and applied, and
+/// the result's MACs read back. Returns the result and the applied plan's
+/// handle for [`crate::netlink::Kernel::undo`]; on failure nothing of the
+/// plan is left.
+fn apply_delegate(
+    context: &CallContext<'_>,
+    guest: &dyn Guest,
+    attachment: &Attachment<'_>,
+    config: &Value,
+    previous: Option<&CniResult>,
+    ipam_result: Option<CniResult>,
+) -> Result<(CniResult, usize), CniError> {
+    let mut delegate_request = request(context, CniCommand::Add, attachment, config);
+    delegate_request.prev_result = previous.cloned();
+    delegate_request.ipam_result = ipam_result;
+    let plan = call_delegate(context, guest, &delegate_request)?;
+    let mut checked = check_plan(context, guest, plan, CniCommand::Add, attachment.ifname)?;
+    let applied = context.kernel.apply(&checked)?;
+    let mut result = checked
+        .take_result()
+        .unwrap_or_else(|| CniResult::empty(CniVersion::V1_1_0));
+    for interface in &mut result.interfaces {
+        let created_here = interface.name == attachment.ifname
+            || interface.sandbox.as_deref() == Some(context.netns_path);
+        if !created_here {
+            continue;
+        }
+        let mac = context
+            .kernel
+            .pod_link(&interface.name)
+            .ok()
+            .flatten()
+            .and_then(|link| link.mac);
+        match mac {
+            Some(mac) => interface.mac = Some(mac.to_string()),
+            None => {
+                let errors = context.kernel.undo(applied);
+                return Err(CniError::internal(format!(
+                    "plugin {} reported interface {} but it is not in the pod{}",
+                    guest.name(),
+                    interface.name,
+                    if errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (undo: {})", errors.join("; "))
+                    }
+                )));
+            }
+        }
+        interface.sandbox = Some(context.netns_path.into());
+    }
+    Ok((result, applied))
+}
+
 /// DEL through a wasm delegate: its plan (when the pod's namespace still
-/// exists), then IPAM DEL; keeps going after errors.
+/// exists), then IPAM DEL; keeps going after errors. A native IPAM (which
+/// ran after the link on ADD) is released first, while the link exists: the
+/// reference `dhcp` sends its DHCPRELEASE from it.
 pub(super) fn del(
     context: &CallContext<'_>,
     guest: &dyn Guest,
@@ -217,6 +363,10 @@ pub(super) fn del(
     prev_result: Option<&CniResult>,
 ) -> Result<(), CniError> {
     let mut errors = Vec::new();
+    let ipam_first = context.ipam_needs_link(config);
+    if ipam_first && let Err(err) = context.ipam_del(attachment, config, prev_result) {
+        errors.push(err);
+    }
     if context.kernel.has_netns() {
         let outcome = (|| {
             let mut delegate_request = request(context, CniCommand::Del, attachment, config);
@@ -230,7 +380,7 @@ pub(super) fn del(
             errors.push(err);
         }
     }
-    if let Err(err) = context.ipam_del(attachment, config, prev_result) {
+    if !ipam_first && let Err(err) = context.ipam_del(attachment, config, prev_result) {
         errors.push(err);
     }
     super::join_errors(errors)

@@ -5,6 +5,7 @@
 //! Architecture Invariant: a [`CheckedPlan`] can only be made by
 //! [`policy`]; nothing reaches the kernel that the policy did not accept.
 
+pub mod ipam;
 pub mod op;
 pub mod policy;
 
