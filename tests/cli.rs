@@ -539,3 +539,43 @@ fn status_reports_ready_and_names_a_plugin_that_cannot_load() {
     let missing = status(&config);
     assert_eq!(stdout_json(&missing)["code"], 50);
 }
+
+#[test]
+fn run_as_a_normal_user_says_how_to_do_without_roots_cache() {
+    support::require_root();
+    use std::os::unix::fs::PermissionsExt;
+    let dir = support::scratch();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = write(
+        dir.path(),
+        "plan.json",
+        &json!({"cniVersion": "1.0.0", "name": "plan", "type": "hostile",
+                "behaviour": "plan", "ops": []}),
+    );
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A cache only root may write, as the default one is.
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let as_nobody = |extra: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(binary())
+            .args(["plugin", "run", test_artifacts::HOSTILE, "--command", "ADD"])
+            .args(["--config", &config])
+            .args(extra)
+            .env_remove("CNI_COMMAND")
+            .output()
+            .expect("setpriv (util-linux)")
+    };
+    let refused = as_nobody(&["--cache-dir", &cache.display().to_string()]);
+    assert!(!refused.status.success(), "{refused:?}");
+    let error = stdout_json(&refused);
+    assert!(
+        error["msg"].as_str().unwrap().contains("--no-cache"),
+        "{error}"
+    );
+    let planned = as_nobody(&["--no-cache"]);
+    assert!(planned.status.success(), "{planned:?}");
+    assert_eq!(stdout_json(&planned)["ops"], json!([]));
+}

@@ -1,5 +1,6 @@
 //! The guest-sdk README, followed literally: its files are written into a
-//! crate made with `cargo new`, its commands run (`cargo test`, the wasm
+//! crate made with `cargo new` outside the workspace, against a copy of the
+//! SDK (which must stand alone), its commands run (`cargo test`, the wasm
 //! build, `multus-wasm plugin inspect` and `plugin run`), and its NAD must
 //! parse and chain the plugin after macvlan. The README's `src/lib.rs` is
 //! also the in-repo example (`examples/fixed-route`), which CI tests natively
@@ -117,10 +118,14 @@ fn the_walkthrough_works_from_cargo_new() {
         .current_dir(dir.path())
         .args(["new", "--lib", "fixed-route"]));
     let krate = dir.path().join("fixed-route");
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../guest-sdk")
-        .canonicalize()
-        .unwrap();
+    // The SDK as an author outside this repository has it: a copy of the
+    // directory, with no workspace above it to inherit from.
+    let sdk = dir.path().join("vendor/guest-sdk");
+    std::fs::create_dir_all(sdk.parent().unwrap()).unwrap();
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk"))
+        .arg(&sdk));
     for (name, content) in files(&readme()) {
         let content = content.replace("/path/to/multus-wasm/guest-sdk", sdk.to_str().unwrap());
         let path = krate.join(&name);

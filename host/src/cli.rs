@@ -407,6 +407,19 @@ fn limits(args: &RunArgs) -> Limits {
 fn run(args: &RunArgs) -> Result<String, CniError> {
     let (config_text, config) = read_json(&args.config, "config")?;
     let version = CniVersion::from_config(&config)?;
+    // The default cache is root's: say how to run without it.
+    let cache_hint = |err: CniError| {
+        let cache = args.cache_dir.display().to_string();
+        if !args.no_cache && err.msg.contains(&cache) {
+            let msg = format!(
+                "{}; as a normal user run with --no-cache, or --cache-dir DIR of your own",
+                err.msg
+            );
+            CniError { msg, ..err }
+        } else {
+            err
+        }
+    };
     let sandbox = Sandbox::new(
         limits(args),
         if args.no_cache {
@@ -414,13 +427,16 @@ fn run(args: &RunArgs) -> Result<String, CniError> {
         } else {
             Some(args.cache_dir.as_path())
         },
-    )?;
+    )
+    .map_err(|err| cache_hint(err.into()))?;
     let name = args
         .file
         .file_stem()
         .map(|stem| stem.to_string_lossy().into_owned())
         .unwrap_or_else(|| "plugin".into());
-    let plugin = sandbox.load(&name, &args.file, args.sha256.as_deref())?;
+    let plugin = sandbox
+        .load(&name, &args.file, args.sha256.as_deref())
+        .map_err(|err| cache_hint(err.into()))?;
     tracing::info!(
         plugin = %plugin.name,
         sha256 = %plugin.digest,

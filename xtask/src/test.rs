@@ -6,7 +6,9 @@
 //!   xtask, and the shim's tests (against a stand-in daemon socket). Builds
 //!   no guest and needs no root.
 //! - `component`: the suites that load built guests and exec the binary but
-//!   need no root: sandbox, cli, install, deploy, sdk_docs, apiserver_fake.
+//!   create no network namespace: sandbox, cli, install, deploy, sdk_docs,
+//!   apiserver_fake (root only for the few tests that run the binary as
+//!   another user or with fewer capabilities, through setpriv).
 //! - `netns`: the suites that create network namespaces (root):
 //!   netns_macvlan, netns_dhcp, differential, meta, reliability, security,
 //!   thick, devices.
@@ -25,7 +27,7 @@ const USAGE: &str = "usage: cargo xtask test [unit|component|netns|all] [-- CARG
 /// The package holding the integration suites.
 const SUITES_PACKAGE: &str = "multus-wasm-tests";
 
-/// Suites that need built guests but no root.
+/// Suites that need built guests but no network namespace.
 const COMPONENT_SUITES: &[&str] = &[
     "sandbox",
     "cli",

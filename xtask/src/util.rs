@@ -166,7 +166,7 @@ pub fn ensure_wasm_targets() -> Result<()> {
 pub fn ensure_reference_plugins() -> Result<()> {
     let have_ping = std::path::Path::new("/usr/bin/ping").exists()
         || std::path::Path::new("/bin/ping").exists();
-    // dnsmasq: the DHCP server of the dhcp IPAM tests (`meta`).
+    // dnsmasq: the DHCP server of the dhcp IPAM tests (`netns_dhcp`).
     let have_dnsmasq = std::path::Path::new("/usr/sbin/dnsmasq").exists();
     if std::path::Path::new("/usr/lib/cni/macvlan").exists() && have_ping && have_dnsmasq {
         return Ok(());
