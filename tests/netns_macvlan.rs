@@ -348,6 +348,53 @@ fn a_plan_that_breaks_policy_is_refused_with_nothing_applied() {
 }
 
 #[test]
+fn a_failed_op_and_a_native_plugins_error_name_their_plugin() {
+    let node = Node::new();
+    let dir = scratch();
+    let pod = Netns::new("mwp");
+    // The kernel refuses the MTU (over a macvlan's maximum): op 2 fails.
+    let mut config = delegates_config(
+        dir.path(),
+        vec![json!({
+            "cniVersion": "1.0.0", "name": "mtu", "type": "hostile", "behaviour": "plan",
+            "ops": [
+                {"op": "create-macvlan", "name": "net1", "master": "ens3"},
+                {"op": "set-link-up", "link": "net1"},
+                {"op": "set-mtu", "link": "net1", "mtu": 1_000_000}
+            ]
+        })],
+    );
+    config["wasmPlugins"]["hostile"] = support::plugin(test_artifacts::HOSTILE);
+    let mut cni = Cni::new(&node, &pod, "mtu");
+    cni.ifname = "net1".into();
+    let output = cni.call("ADD", &config);
+    assert_ne!(output.code, 0, "{}", output.stdout);
+    let message = output.json()["msg"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("plugin hostile (sha256 ") && message.contains("op 2 (set-mtu"),
+        "{message}"
+    );
+    assert!(!pod.has_link("net1"), "the failed plan is undone");
+
+    // A native delegate's own error names it, with its own code kept.
+    let config = delegates_config(
+        dir.path(),
+        vec![
+            json!({"cniVersion": "1.0.0", "name": "bad-ptp", "type": "ptp",
+                    "ipam": {"type": "host-local", "subnet": "not-a-subnet"}}),
+        ],
+    );
+    let output = cni.call("ADD", &config);
+    let error = output.json();
+    assert_ne!(output.code, 0, "{}", output.stdout);
+    assert!(
+        error["msg"].as_str().unwrap().contains("plugin ptp: "),
+        "{error}"
+    );
+    assert!(!pod.has_link("net1"));
+}
+
+#[test]
 fn static_ipam_applies_configured_and_requested_addresses() {
     let netconf = json!({
         "cniVersion": "1.0.0", "name": "static-net", "type": "macvlan", "master": "ens3",

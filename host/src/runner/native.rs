@@ -133,7 +133,15 @@ pub fn exec_plugin(
     }
     if !output.status.success() {
         if let Some(error) = CniError::from_json(&output.stdout) {
-            return Err(error);
+            // Its own code and details, and which plugin said it.
+            let name = binary
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            return Err(CniError {
+                msg: format!("plugin {name}: {}", error.msg),
+                ..error
+            });
         }
         let detail = if stderr.trim().is_empty() {
             format!("{}", output.status)
@@ -149,7 +157,12 @@ pub fn exec_plugin(
         return Ok(None);
     }
     let version = CniVersion::from_config(config)?;
-    CniResult::parse(&output.stdout, version).map(Some)
+    CniResult::parse(&output.stdout, version)
+        .map(Some)
+        .map_err(|err| CniError {
+            msg: format!("the result of {}: {}", binary.display(), err.msg),
+            ..err
+        })
 }
 
 #[cfg(test)]

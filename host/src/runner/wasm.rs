@@ -69,6 +69,20 @@ fn call_delegate(
     })
 }
 
+/// `err` (a failed op of the plugin's plan) naming the plugin and its
+/// sha256, as every error of a wasm plugin does.
+fn named(guest: &dyn Guest, err: CniError) -> CniError {
+    CniError {
+        msg: format!(
+            "plugin {} (sha256 {}): {}",
+            guest.name(),
+            guest.digest(),
+            err.msg
+        ),
+        ..err
+    }
+}
+
 /// The policy check of a plugin's plan (with the facts about the host
 /// links it names as masters), its refusal naming the plugin and sha256.
 fn check_plan(
@@ -260,7 +274,16 @@ fn add_link_then_ipam(
                 format!("the addresses of IPAM plugin {ipam_type}'s result: {violation}"),
             )
         })?;
-        context.kernel.apply(&checked)?;
+        context.kernel.apply(&checked).map_err(|err| {
+            let err = CniError::from(err);
+            CniError {
+                msg: format!(
+                    "the addresses of IPAM plugin {ipam_type}'s result: {}",
+                    err.msg
+                ),
+                ..err
+            }
+        })?;
         Ok(ipam::merge_ipam_result(
             link_result,
             &ipam_result,
@@ -314,7 +337,10 @@ fn apply_delegate(
     delegate_request.ipam_result = ipam_result;
     let plan = call_delegate(context, guest, &delegate_request)?;
     let mut checked = check_plan(context, guest, plan, CniCommand::Add, attachment.ifname)?;
-    let applied = context.kernel.apply(&checked)?;
+    let applied = context
+        .kernel
+        .apply(&checked)
+        .map_err(|err| named(guest, err.into()))?;
     let mut result = checked
         .take_result()
         .unwrap_or_else(|| CniResult::empty(CniVersion::V1_1_0));
@@ -373,7 +399,10 @@ pub(super) fn del(
             delegate_request.prev_result = prev_result.cloned();
             let plan = call_delegate(context, guest, &delegate_request)?;
             let checked = check_plan(context, guest, plan, CniCommand::Del, attachment.ifname)?;
-            context.kernel.apply(&checked)?;
+            context
+                .kernel
+                .apply(&checked)
+                .map_err(|err| named(guest, err.into()))?;
             Ok::<(), CniError>(())
         })();
         if let Err(err) = outcome {
