@@ -13,6 +13,7 @@
 
 pub mod bindings;
 pub mod cidr;
+pub mod helpers;
 pub mod netconf;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
