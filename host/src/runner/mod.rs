@@ -510,30 +510,17 @@ impl CallContext<'_> {
         attachment: &Attachment<'_>,
         cached: Option<&CniResult>,
     ) -> Result<(), CniError> {
-        let list = attachment.list;
-        let prev_result = cached.filter(|_| list.cni_version.passes_prev_result_on_del());
-        let mut errors = Vec::new();
-        for index in (0..list.plugins.len()).rev() {
-            let injection = PluginInjection {
-                prev_result,
-                capability_args: Some(attachment.capability_args),
-                valid_attachments: None,
-            };
-            let outcome =
-                self.plugin(attachment, index, &injection)
-                    .and_then(
-                        |(plugin_type, config)| match self.plugins.wasm(&plugin_type)? {
-                            Some(_) if self.ipam_needs_link(&config) => {
-                                self.ipam_del(attachment, &config, prev_result)
-                            }
-                            _ => Ok(()),
-                        },
-                    );
-            if let Err(err) = outcome {
-                errors.push(err);
-            }
-        }
-        join_errors(errors)
+        self.del_walk(
+            attachment,
+            attachment.list.plugins.len(),
+            cached,
+            |plugin_type, config, prev_result| match self.plugins.wasm(plugin_type)? {
+                Some(_) if self.ipam_needs_link(config) => {
+                    self.ipam_del(attachment, config, prev_result)
+                }
+                _ => Ok(()),
+            },
+        )
     }
 
     /// Release a wasm delegate's IPAM allocation (DEL).
@@ -586,6 +573,47 @@ impl CallContext<'_> {
         cached: Option<&CniResult>,
         link_plans: LinkPlans,
     ) -> Result<(), CniError> {
+        self.del_walk(
+            attachment,
+            count,
+            cached,
+            |plugin_type, config, prev_result| {
+                match self.delegate_runner(plugin_type, attachment, config)? {
+                    Runner::Wasm(_) if link_plans == LinkPlans::Skip => {
+                        if self.ipam_needs_link(config) {
+                            // Released before the batch (release_link_ipam).
+                            Ok(())
+                        } else {
+                            self.ipam_del(attachment, config, prev_result)
+                        }
+                    }
+                    Runner::Wasm(guest) => {
+                        wasm::del(self, guest.as_ref(), attachment, config, prev_result)
+                    }
+                    Runner::Native(binary) => self
+                        .plugins
+                        .exec(
+                            &binary,
+                            CniCommand::Del,
+                            config,
+                            &self.exec_context(attachment),
+                        )
+                        .map(|_| ()),
+                }
+            },
+        )
+    }
+
+    /// The first `count` plugins of `attachment` in reverse, each with its
+    /// injected config and the prevResult DEL passes (configs >= 0.4.0),
+    /// handed to `each`; keeps going after errors and returns them all.
+    fn del_walk(
+        &self,
+        attachment: &Attachment<'_>,
+        count: usize,
+        cached: Option<&CniResult>,
+        each: impl Fn(&str, &Value, Option<&CniResult>) -> Result<(), CniError>,
+    ) -> Result<(), CniError> {
         let list = attachment.list;
         let prev_result = cached.filter(|_| list.cni_version.passes_prev_result_on_del());
         let mut errors = Vec::new();
@@ -595,32 +623,9 @@ impl CallContext<'_> {
                 capability_args: Some(attachment.capability_args),
                 valid_attachments: None,
             };
-            let outcome =
-                self.plugin(attachment, index, &injection)
-                    .and_then(|(plugin_type, config)| {
-                        match self.delegate_runner(&plugin_type, attachment, &config)? {
-                            Runner::Wasm(_) if link_plans == LinkPlans::Skip => {
-                                if self.ipam_needs_link(&config) {
-                                    // Released before the batch (release_link_ipam).
-                                    Ok(())
-                                } else {
-                                    self.ipam_del(attachment, &config, prev_result)
-                                }
-                            }
-                            Runner::Wasm(guest) => {
-                                wasm::del(self, guest.as_ref(), attachment, &config, prev_result)
-                            }
-                            Runner::Native(binary) => self
-                                .plugins
-                                .exec(
-                                    &binary,
-                                    CniCommand::Del,
-                                    &config,
-                                    &self.exec_context(attachment),
-                                )
-                                .map(|_| ()),
-                        }
-                    });
+            let outcome = self
+                .plugin(attachment, index, &injection)
+                .and_then(|(plugin_type, config)| each(&plugin_type, &config, prev_result));
             if let Err(err) = outcome {
                 errors.push(err);
             }

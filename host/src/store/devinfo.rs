@@ -95,11 +95,8 @@ impl DeviceInfoFiles {
                             0o444,
                         )
                     });
-                match written {
-                    Ok(()) => self.paths.push(target.clone()),
-                    Err(err) => {
-                        tracing::warn!(file = %target.display(), error = %err, "writing the attachment's device info failed")
-                    }
+                if let Err(err) = written {
+                    tracing::warn!(file = %target.display(), error = %err, "writing the attachment's device info failed")
                 }
             }
             Ok(None) => {
@@ -107,11 +104,8 @@ impl DeviceInfoFiles {
             }
             Err(err) => tracing::warn!(error = %err, "the device plugin's device info is unusable"),
         }
-        if !self.paths.contains(&target) {
-            // Removed with the others if the ADD fails (the delegate may
-            // have written it).
-            self.paths.push(target.clone());
-        }
+        // Removed if the ADD fails, whoever wrote it (we, or the delegate).
+        self.paths.push(target.clone());
         target
     }
 
