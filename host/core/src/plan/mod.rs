@@ -22,12 +22,20 @@ pub struct Plan {
     pub ops: Vec<Op>,
     /// The CNI result (ADD); `None` for other commands.
     pub result: Option<CniResult>,
+    /// What the plugin keeps for this attachment (ABI 0.2.0, ADD): stored
+    /// with the attachment cache once the ADD succeeds, handed back to the
+    /// plugin on CHECK and DEL, removed with the cache.
+    pub state: Option<String>,
 }
 
 impl Plan {
     /// A plan of `ops` with no result (the meta-plugin's own edits).
     pub fn of_ops(ops: Vec<Op>) -> Plan {
-        Plan { ops, result: None }
+        Plan {
+            ops,
+            result: None,
+            state: None,
+        }
     }
 }
 
@@ -36,6 +44,7 @@ impl Plan {
 pub struct CheckedPlan {
     ops: Vec<Op>,
     result: Option<CniResult>,
+    state: Option<String>,
     ifname: String,
 }
 
@@ -45,6 +54,7 @@ impl CheckedPlan {
         CheckedPlan {
             ops: plan.ops,
             result: plan.result,
+            state: plan.state,
             ifname: ifname.into(),
         }
     }
@@ -61,6 +71,11 @@ impl CheckedPlan {
     /// The plan's CNI result, taken out (the ops stay checked).
     pub fn take_result(&mut self) -> Option<CniResult> {
         self.result.take()
+    }
+
+    /// The plugin's per-attachment state, taken out.
+    pub fn take_state(&mut self) -> Option<String> {
+        self.state.take()
     }
 }
 

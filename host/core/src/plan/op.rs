@@ -139,6 +139,19 @@ pub struct LinkInfo {
     pub kind: String,
     pub up: bool,
     pub macvlan_mode: Option<MacvlanMode>,
+    /// `IFF_PROMISC` is set.
+    pub promisc: bool,
+    /// `IFF_ALLMULTI` is set.
+    pub allmulti: bool,
+    /// `IFLA_TXQLEN`.
+    pub txqueuelen: u32,
+    /// The lower device (`IFLA_LINK`) of a macvlan or vlan, or the master
+    /// (`IFLA_MASTER`) of a port, by name, when the querier may see it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// That device's MTU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_mtu: Option<u32>,
     /// The link's peer (of a veth) or lower device lives in another network
     /// namespace (`IFLA_LINK_NETNSID` is set).
     #[serde(skip)]
@@ -187,6 +200,26 @@ pub enum Op {
     SetLinkUp {
         link: String,
     },
+    /// Bring a link down (ABI 0.2.0), e.g. before changing its MAC so the
+    /// kernel regenerates its IPv6 link-local address.
+    SetLinkDown {
+        link: String,
+    },
+    /// Turn `IFF_PROMISC` on or off (ABI 0.2.0).
+    SetPromisc {
+        link: String,
+        on: bool,
+    },
+    /// Turn `IFF_ALLMULTI` on or off (ABI 0.2.0).
+    SetAllmulti {
+        link: String,
+        on: bool,
+    },
+    /// Set the transmit queue length, `IFLA_TXQLEN` (ABI 0.2.0).
+    SetTxQueueLen {
+        link: String,
+        len: u32,
+    },
     SetMtu {
         link: String,
         mtu: u32,
@@ -222,6 +255,10 @@ impl Op {
             Op::CreateMacvlan(_) => "create-macvlan",
             Op::RenameLink { .. } => "rename-link",
             Op::SetLinkUp { .. } => "set-link-up",
+            Op::SetLinkDown { .. } => "set-link-down",
+            Op::SetPromisc { .. } => "set-promisc",
+            Op::SetAllmulti { .. } => "set-allmulti",
+            Op::SetTxQueueLen { .. } => "set-txqueuelen",
             Op::SetMtu { .. } => "set-mtu",
             Op::SetMac { .. } => "set-mac",
             Op::AddAddress { .. } => "add-address",
@@ -245,6 +282,14 @@ impl fmt::Display for Op {
             ),
             Op::RenameLink { name, new_name } => write!(f, "rename-link {name} to {new_name}"),
             Op::SetLinkUp { link } => write!(f, "set-link-up {link}"),
+            Op::SetLinkDown { link } => write!(f, "set-link-down {link}"),
+            Op::SetPromisc { link, on } => {
+                write!(f, "set-promisc {link} {}", if *on { "on" } else { "off" })
+            }
+            Op::SetAllmulti { link, on } => {
+                write!(f, "set-allmulti {link} {}", if *on { "on" } else { "off" })
+            }
+            Op::SetTxQueueLen { link, len } => write!(f, "set-txqueuelen {link} {len}"),
             Op::SetMtu { link, mtu } => write!(f, "set-mtu {link} {mtu}"),
             Op::SetMac { link, mac } => write!(f, "set-mac {link} {mac}"),
             Op::AddAddress { link, address } => write!(f, "add-address {address} on {link}"),

@@ -6,9 +6,11 @@
 //! master of the one link it creates, and only a link nobody else depends
 //! on (see [`MasterRules`]); the macvlan mode must be one the operator
 //! allows on that master (`allowedMacvlanModes`). Sysctls are limited to the
-//! interface's own `net/ipv4|ipv6/conf/<ifname>/<leaf>`. An ADD plan deletes
-//! nothing; a DEL plan only deletes `CNI_IFNAME`; CHECK, STATUS and GC plans
-//! change nothing. A plan that breaks any rule is refused whole.
+//! interface's own `net/ipv4|ipv6/conf|neigh/<ifname>/<leaf>`, for writes
+//! and reads alike. An ADD plan deletes nothing; a DEL plan only deletes
+//! `CNI_IFNAME` or restores its settings (a chained plugin putting back what
+//! its ADD changed); CHECK, STATUS and GC plans change nothing. A plan that
+//! breaks any rule is refused whole.
 //!
 //! Architecture Invariant: the executor applies only plans this module has
 //! accepted; this module is pure (no kernel access), so every rule is unit
@@ -188,23 +190,22 @@ fn check_ops(ops: &[Op], context: &PolicyContext<'_>) -> Result<(), PolicyViolat
         }
         CniCommand::Del => {
             for (index, op) in ops.iter().enumerate() {
-                match op {
-                    Op::DeleteLink { link } if link == ifname => {}
-                    Op::DeleteLink { link } => {
-                        return Err(violation(
-                            index,
-                            op,
-                            format!("a DEL plan may only delete {ifname}, not {link}"),
-                        ));
-                    }
-                    _ => {
-                        return Err(violation(
-                            index,
-                            op,
-                            format!("a DEL plan may only delete {ifname}"),
-                        ));
-                    }
-                }
+                let outcome = match op {
+                    Op::DeleteLink { link } if link == ifname => Ok(()),
+                    Op::DeleteLink { link } => Err(format!(
+                        "a DEL plan may only delete {ifname}, not {link}"
+                    )),
+                    _ => match restore_target(op) {
+                        Some(link) if link == ifname => check_setting(op),
+                        Some(link) => Err(format!(
+                            "a DEL plan may only restore the settings of {ifname}, not {link}"
+                        )),
+                        None => Err(format!(
+                            "a DEL plan may only delete {ifname} or restore its settings (mtu, mac, up/down, promisc, allmulti, txqueuelen, sysctls)"
+                        )),
+                    },
+                };
+                outcome.map_err(|reason| violation(index, op, reason))?;
             }
             return Ok(());
         }
@@ -272,20 +273,21 @@ fn check_ops(ops: &[Op], context: &PolicyContext<'_>) -> Result<(), PolicyViolat
                 }
                 Ok(())
             })(),
-            Op::SetLinkUp { link }
-            | Op::SetMtu { link, .. }
-            | Op::SetMac { link, .. }
-            | Op::AddAddress { link, .. } => ours(&live, link),
+            Op::AddAddress { link, .. } => ours(&live, link),
             Op::AddRoute(route) => ours(&live, &route.link),
-            Op::SetSysctl { key, value } => (|| {
-                let link = sysctl_interface(key).ok_or_else(|| {
-                    format!("sysctl {key} is outside net/ipv4|ipv6/conf/<interface>/<name>")
+            Op::SetLinkUp { .. }
+            | Op::SetLinkDown { .. }
+            | Op::SetMtu { .. }
+            | Op::SetMac { .. }
+            | Op::SetPromisc { .. }
+            | Op::SetAllmulti { .. }
+            | Op::SetTxQueueLen { .. }
+            | Op::SetSysctl { .. } => (|| {
+                let link = restore_target(op).ok_or_else(|| {
+                    "sysctl keys are net/ipv4|ipv6/conf|neigh/<interface>/<name>".to_string()
                 })?;
                 ours(&live, link)?;
-                if value.len() > 64 || value.chars().any(|c| c.is_control()) {
-                    return Err("sysctl values are short single-line strings".into());
-                }
-                Ok(())
+                check_setting(op)
             })(),
             Op::DeleteLink { .. } => Err("an ADD plan may not delete links".into()),
             Op::RemoveDefaultRoutes { .. } => {
@@ -297,11 +299,48 @@ fn check_ops(ops: &[Op], context: &PolicyContext<'_>) -> Result<(), PolicyViolat
     Ok(())
 }
 
-/// The interface a sysctl key is under, if it has the allowed shape
-/// `net/ipv4/conf/<ifname>/<leaf>` or `net/ipv6/conf/<ifname>/<leaf>`.
+/// The largest transmit queue a plan may set (the kernel's default is 1000).
+pub const MAX_TXQUEUELEN: u32 = 100_000;
+
+/// The link a setting op (one a DEL plan may use to restore what an ADD
+/// changed) acts on; `None` for other ops and for a sysctl key outside the
+/// allowed shapes.
+fn restore_target(op: &Op) -> Option<&str> {
+    match op {
+        Op::SetLinkUp { link }
+        | Op::SetLinkDown { link }
+        | Op::SetMtu { link, .. }
+        | Op::SetMac { link, .. }
+        | Op::SetPromisc { link, .. }
+        | Op::SetAllmulti { link, .. }
+        | Op::SetTxQueueLen { link, .. } => Some(link),
+        Op::SetSysctl { key, .. } => sysctl_interface(key),
+        _ => None,
+    }
+}
+
+/// The value rules of setting ops, whoever's link they name.
+fn check_setting(op: &Op) -> Result<(), String> {
+    match op {
+        Op::SetSysctl { value, .. } if value.len() > 64 || value.chars().any(char::is_control) => {
+            Err("sysctl values are short single-line strings".into())
+        }
+        Op::SetTxQueueLen { len, .. } if *len > MAX_TXQUEUELEN => Err(format!(
+            "a transmit queue of {len} packets is over the limit of {MAX_TXQUEUELEN}"
+        )),
+        Op::SetMac { mac, .. } if mac.0[0] & 1 == 1 || mac.0 == [0; 6] => Err(format!(
+            "{mac} is a multicast or zero address, not one an interface can have"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The interface a sysctl key is under, if it has one of the allowed
+/// shapes `net/ipv4|ipv6/conf/<ifname>/<leaf>` or
+/// `net/ipv4|ipv6/neigh/<ifname>/<leaf>` (relative to `/proc/sys`).
 pub fn sysctl_interface(key: &str) -> Option<&str> {
     let mut parts = key.split('/');
-    let (Some("net"), Some(family), Some("conf"), Some(interface), Some(leaf), None) = (
+    let (Some("net"), Some(family), Some(section), Some(interface), Some(leaf), None) = (
         parts.next(),
         parts.next(),
         parts.next(),
@@ -316,7 +355,25 @@ pub fn sysctl_interface(key: &str) -> Option<&str> {
             .bytes()
             .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
     let interface_ok = !matches!(interface, "all" | "default" | "." | ".." | "");
-    (matches!(family, "ipv4" | "ipv6") && leaf_ok && interface_ok).then_some(interface)
+    (matches!(family, "ipv4" | "ipv6")
+        && matches!(section, "conf" | "neigh")
+        && leaf_ok
+        && interface_ok)
+        .then_some(interface)
+}
+
+/// Whether a plugin working on attachment `ifname` may read sysctl `key`
+/// (ABI 0.2.0 `read-sysctl`): the same keys it may write.
+pub fn check_sysctl_read(key: &str, ifname: &str) -> Result<(), String> {
+    match sysctl_interface(key) {
+        Some(interface) if interface == ifname => Ok(()),
+        Some(interface) => Err(format!(
+            "sysctl {key} is under {interface}, not the interface of this attachment ({ifname})"
+        )),
+        None => Err(format!(
+            "sysctl {key} is outside net/ipv4|ipv6/conf|neigh/<interface>/<name>"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -344,7 +401,131 @@ mod tests {
             kind: kind.into(),
             up: true,
             macvlan_mode: None,
+            promisc: false,
+            allmulti: false,
+            txqueuelen: 1000,
+            master: None,
+            master_mtu: None,
             peer_in_other_netns,
+        }
+    }
+
+    /// Every setting op (ABI 0.1.0 and 0.2.0) on `link`.
+    fn settings(link: &str) -> Vec<Op> {
+        let link = link.to_string();
+        vec![
+            Op::SetLinkDown { link: link.clone() },
+            Op::SetMac {
+                link: link.clone(),
+                mac: "c2:11:22:33:44:55".parse().unwrap(),
+            },
+            Op::SetMtu {
+                link: link.clone(),
+                mtu: 1400,
+            },
+            Op::SetPromisc {
+                link: link.clone(),
+                on: true,
+            },
+            Op::SetAllmulti {
+                link: link.clone(),
+                on: false,
+            },
+            Op::SetTxQueueLen {
+                link: link.clone(),
+                len: 2000,
+            },
+            Op::SetSysctl {
+                key: format!("net/ipv4/neigh/{link}/base_reachable_time_ms"),
+                value: "30000".into(),
+            },
+            Op::SetSysctl {
+                key: format!("net/ipv6/conf/{link}/accept_ra"),
+                value: "0".into(),
+            },
+            Op::SetLinkUp { link },
+        ]
+    }
+
+    #[test]
+    fn a_chained_plugin_sets_and_restores_only_its_interface() {
+        for command in [CniCommand::Add, CniCommand::Del] {
+            let context = PolicyContext {
+                command,
+                ..add_context()
+            };
+            check_ops(&settings("net1"), &context)
+                .unwrap_or_else(|err| panic!("{command:?}: {err}"));
+            for (index, op) in settings("eth0").into_iter().enumerate() {
+                let err = check_ops(&[op], &context).unwrap_err();
+                assert!(err.reason.contains("eth0"), "{command:?} {index}: {err}");
+            }
+        }
+        let del = PolicyContext {
+            command: CniCommand::Del,
+            ..add_context()
+        };
+        let address = Op::AddAddress {
+            link: "net1".into(),
+            address: "10.0.0.2/24".parse().unwrap(),
+        };
+        let err = check_ops(&[address], &del).unwrap_err();
+        assert!(err.reason.contains("restore its settings"), "{err}");
+        let err = check_ops(&[create("net1", "ens3")], &del).unwrap_err();
+        assert!(err.reason.contains("restore its settings"), "{err}");
+    }
+
+    #[test]
+    fn setting_values_are_bounded() {
+        let cases = [
+            (
+                Op::SetTxQueueLen {
+                    link: "net1".into(),
+                    len: MAX_TXQUEUELEN + 1,
+                },
+                "over the limit",
+            ),
+            (
+                Op::SetMac {
+                    link: "net1".into(),
+                    mac: "01:00:5e:00:00:01".parse().unwrap(),
+                },
+                "multicast",
+            ),
+            (
+                Op::SetSysctl {
+                    key: "net/ipv4/conf/net1/arp_notify".into(),
+                    value: "1\n2".into(),
+                },
+                "single-line",
+            ),
+        ];
+        for command in [CniCommand::Add, CniCommand::Del] {
+            let context = PolicyContext {
+                command,
+                ..add_context()
+            };
+            for (op, reason) in &cases {
+                let err = check_ops(std::slice::from_ref(op), &context).unwrap_err();
+                assert!(err.reason.contains(reason), "{command:?}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn sysctl_reads_are_the_keys_a_plan_may_write() {
+        check_sysctl_read("net/ipv4/conf/net1/arp_notify", "net1").unwrap();
+        check_sysctl_read("net/ipv6/neigh/net1/retrans_time_ms", "net1").unwrap();
+        let err = check_sysctl_read("net/ipv4/conf/eth0/forwarding", "net1").unwrap_err();
+        assert!(err.contains("not the interface"), "{err}");
+        for key in [
+            "net/ipv4/ip_forward",
+            "kernel/hostname",
+            "net/ipv4/conf/all/forwarding",
+            "net/ipv4/conf/net1/../../../../kernel/hostname",
+        ] {
+            let err = check_sysctl_read(key, "net1").unwrap_err();
+            assert!(err.contains("outside"), "{key}: {err}");
         }
     }
 
@@ -476,7 +657,7 @@ mod tests {
                     value: "1".into(),
                 }],
                 0,
-                "outside",
+                "sysctl keys are",
             ),
             (
                 vec![Op::SetSysctl {
@@ -484,7 +665,7 @@ mod tests {
                     value: "1".into(),
                 }],
                 0,
-                "outside",
+                "sysctl keys are",
             ),
             (
                 vec![Op::SetSysctl {
@@ -500,7 +681,7 @@ mod tests {
                     value: "1".into(),
                 }],
                 0,
-                "outside",
+                "sysctl keys are",
             ),
             (vec![create("net1", "net1")], 0, "its own master"),
             (vec![create("averyveryverylongname", "ens3")], 0, ""),
@@ -678,7 +859,12 @@ mod tests {
             sysctl_interface("net/ipv4/conf/net1/arp_notify"),
             Some("net1")
         );
-        assert_eq!(sysctl_interface("net/ipv4/neigh/net1/x"), None);
+        assert_eq!(
+            sysctl_interface("net/ipv4/neigh/net1/base_reachable_time_ms"),
+            Some("net1")
+        );
+        assert_eq!(sysctl_interface("net/ipv4/route/net1/x"), None);
+        assert_eq!(sysctl_interface("net/ipv4/neigh/default/gc_thresh1"), None);
         assert_eq!(sysctl_interface("net/ipv4/conf/default/arp_notify"), None);
         assert_eq!(sysctl_interface("net/ipv4/conf/net1/ARP"), None);
     }
