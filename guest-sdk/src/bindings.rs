@@ -24,9 +24,9 @@ pub mod ipam {
         export_macro_name: "__export_ipam_plugin",
         additional_derives: [PartialEq],
         with: {
-            "multus-wasm:plugin/types@0.1.0": crate::bindings::delegate::multus_wasm::plugin::types,
-            "multus-wasm:plugin/log@0.1.0": crate::bindings::delegate::multus_wasm::plugin::log,
-            "multus-wasm:plugin/links@0.1.0": crate::bindings::delegate::multus_wasm::plugin::links,
+            "multus-wasm:plugin/types@0.2.0": crate::bindings::delegate::multus_wasm::plugin::types,
+            "multus-wasm:plugin/log@0.2.0": crate::bindings::delegate::multus_wasm::plugin::log,
+            "multus-wasm:plugin/links@0.2.0": crate::bindings::delegate::multus_wasm::plugin::links,
         },
     });
 }

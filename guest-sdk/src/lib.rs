@@ -26,11 +26,19 @@ pub use bindings::delegate::multus_wasm::plugin::log::Level;
 pub use bindings::delegate::multus_wasm::plugin::types::{
     AddAddress, AddRoute, Attachment, CniResult, Command, CreateMacvlan, Dns, InterfaceInfo,
     IpConfig, IpFamily, MacvlanMode, NetlinkOp, Netns, Plan, PluginError, RenameLink, Request,
-    Route, RouteScope, SetMac, SetMtu, SetSysctl,
+    Route, RouteScope, SetFlag, SetMac, SetMtu, SetSysctl, SetTxqueuelen,
 };
+#[doc(hidden)]
+pub use std::string::String as __String;
+#[doc(hidden)]
+pub use std::vec::Vec as __Vec;
 
 /// The ABI version this SDK builds plugins for (the WIT package version).
-pub const ABI_VERSION: &str = "0.1.0";
+pub const ABI_VERSION: &str = "0.2.0";
+
+/// Every CNI version a plugin can support (what [`Delegate::CNI_VERSIONS`]
+/// and [`Ipam::CNI_VERSIONS`] default to).
+pub const ALL_CNI_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 /// CNI error codes (spec 1.1, "Error codes").
 pub mod code {
@@ -93,6 +101,10 @@ pub trait Host {
     fn addresses(&self, netns: Netns, name: &str) -> Vec<String>;
     /// Routes through a link, main table.
     fn routes(&self, netns: Netns, name: &str) -> Vec<Route>;
+    /// A sysctl in the sandbox (`net/ipv4/conf/net1/arp_notify`), trailing
+    /// newline removed; `Ok(None)` when it does not exist. Only the keys a
+    /// plan may write for this attachment's interface; others are an error.
+    fn read_sysctl(&self, key: &str) -> Result<Option<String>, String>;
 }
 
 /// What an IPAM plugin may ask of the host on top of [`Host`]: the network's
@@ -119,6 +131,10 @@ pub trait IpamHost: Host {
 
 /// A delegate plugin: turns a request into a plan.
 pub trait Delegate {
+    /// The CNI versions this plugin supports: the host refuses a network
+    /// whose `cniVersion` is not among them (code 1) before calling
+    /// [`Delegate::handle`].
+    const CNI_VERSIONS: &'static [&'static str] = ALL_CNI_VERSIONS;
     /// Handle one CNI command. ADD returns the ops that create the interface
     /// and the CNI result; DEL returns the ops that remove it; CHECK returns an
     /// empty plan or an error.
@@ -127,6 +143,8 @@ pub trait Delegate {
 
 /// An IPAM plugin: allocates and releases addresses.
 pub trait Ipam {
+    /// The CNI versions this plugin supports, as [`Delegate::CNI_VERSIONS`].
+    const CNI_VERSIONS: &'static [&'static str] = ALL_CNI_VERSIONS;
     /// Handle one CNI command: ADD returns the allocation, the others `None`.
     fn handle(host: &dyn IpamHost, request: Request) -> Result<Option<CniResult>, PluginError>;
 }
@@ -137,6 +155,7 @@ impl Plan {
         Plan {
             ops: Vec::new(),
             cni_result: None,
+            state: None,
         }
     }
 }
@@ -194,6 +213,9 @@ macro_rules! export_plugin {
         const _: () = {
             struct Export;
             impl $crate::bindings::delegate::exports::multus_wasm::plugin::delegate::Guest for Export {
+                fn cni_versions() -> $crate::__Vec<$crate::__String> {
+                    $crate::wasm::versions(<$plugin as $crate::Delegate>::CNI_VERSIONS)
+                }
                 fn handle(
                     request: $crate::Request,
                 ) -> ::core::result::Result<$crate::Plan, $crate::PluginError> {
@@ -208,6 +230,9 @@ macro_rules! export_plugin {
         const _: () = {
             struct Export;
             impl $crate::bindings::ipam::exports::multus_wasm::plugin::ipam::Guest for Export {
+                fn cni_versions() -> $crate::__Vec<$crate::__String> {
+                    $crate::wasm::versions(<$plugin as $crate::Ipam>::CNI_VERSIONS)
+                }
                 fn handle(
                     request: $crate::Request,
                 ) -> ::core::result::Result<
@@ -229,12 +254,14 @@ mod tests {
     #[test]
     fn the_wit_of_a_released_version_is_frozen() {
         let current = include_str!("../wit/plugin.wit");
-        let frozen = include_str!("../wit-frozen/0.1.0/plugin.wit");
-        assert!(current.contains("package multus-wasm:plugin@0.1.0;"));
+        let frozen = include_str!("../wit-frozen/0.2.0/plugin.wit");
+        assert!(current.contains("package multus-wasm:plugin@0.2.0;"));
         assert_eq!(
             current, frozen,
-            "wit/plugin.wit changed while still at 0.1.0: bump the version and freeze a copy"
+            "wit/plugin.wit changed while still at 0.2.0: bump the version and freeze a copy"
         );
-        assert_eq!(super::ABI_VERSION, "0.1.0");
+        assert_eq!(super::ABI_VERSION, "0.2.0");
+        let previous = include_str!("../wit-frozen/0.1.0/plugin.wit");
+        assert!(previous.contains("package multus-wasm:plugin@0.1.0;"));
     }
 }

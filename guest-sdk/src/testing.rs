@@ -25,6 +25,7 @@ pub fn request(command: Command, config: &str) -> Request {
         prev_result: None,
         ipam_result: None,
         valid_attachments: Vec::new(),
+        state: None,
     }
 }
 
@@ -44,6 +45,7 @@ pub struct MockHost {
     default_routes: Vec<(Netns, IpFamily, String)>,
     resolv_confs: BTreeMap<String, Dns>,
     store: RefCell<BTreeMap<String, String>>,
+    sysctls: BTreeMap<String, String>,
     logs: RefCell<Vec<(Level, String)>>,
 }
 
@@ -65,6 +67,11 @@ impl MockHost {
                 kind: "veth".into(),
                 up: true,
                 macvlan_mode: None,
+                promisc: false,
+                allmulti: false,
+                txqueuelen: 1000,
+                master: None,
+                master_mtu: None,
             },
             addresses: Vec::new(),
             routes: Vec::new(),
@@ -92,6 +99,11 @@ impl MockHost {
                 kind: "macvlan".into(),
                 up: true,
                 macvlan_mode: Some(mode),
+                promisc: false,
+                allmulti: false,
+                txqueuelen: 1000,
+                master: None,
+                master_mtu: None,
             },
             addresses: addresses.iter().map(|a| a.to_string()).collect(),
             routes,
@@ -108,6 +120,12 @@ impl MockHost {
     /// Serve `dns` for the resolv.conf at `path`.
     pub fn with_resolv_conf(mut self, path: &str, dns: Dns) -> Self {
         self.resolv_confs.insert(path.into(), dns);
+        self
+    }
+
+    /// Serve `value` for sysctl `key` (relative to /proc/sys).
+    pub fn with_sysctl(mut self, key: &str, value: &str) -> Self {
+        self.sysctls.insert(key.into(), value.into());
         self
     }
 
@@ -156,6 +174,9 @@ impl Host for MockHost {
         self.find(netns, name)
             .map(|link| link.routes.clone())
             .unwrap_or_default()
+    }
+    fn read_sysctl(&self, key: &str) -> Result<Option<String>, String> {
+        Ok(self.sysctls.get(key).cloned())
     }
 }
 

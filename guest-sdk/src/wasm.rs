@@ -28,6 +28,9 @@ impl Host for WasmHost {
     fn routes(&self, netns: Netns, name: &str) -> Vec<Route> {
         links::routes(netns, name)
     }
+    fn read_sysctl(&self, key: &str) -> Result<Option<String>, String> {
+        links::read_sysctl(key)
+    }
 }
 
 impl IpamHost for WasmHost {
@@ -87,6 +90,11 @@ fn install_hooks() {
             log::set_max_level(log::LevelFilter::Trace);
         }
     });
+}
+
+/// A plugin's declared CNI versions, as the export returns them.
+pub fn versions(declared: &[&str]) -> Vec<String> {
+    declared.iter().map(|version| version.to_string()).collect()
 }
 
 pub fn run_delegate<P: Delegate>(request: Request) -> Result<Plan, PluginError> {

@@ -293,6 +293,10 @@ struct RunArgs {
     /// A previous result (JSON) for CHECK and DEL.
     #[arg(long)]
     prev_result: Option<PathBuf>,
+    /// The state an earlier ADD's plan kept (its output's "state"), handed
+    /// to the plugin on CHECK and DEL.
+    #[arg(long)]
+    state: Option<String>,
     /// Fuel budget of the call.
     #[arg(long)]
     fuel: Option<u64>,
@@ -478,8 +482,9 @@ fn run(args: &RunArgs) -> Result<String, CniError> {
         prev_result: read_result(args.prev_result.as_deref(), "prev result", version)?,
         ipam_result: read_result(args.ipam_result.as_deref(), "IPAM result", version)?,
         valid_attachments: Vec::new(),
+        state: args.state.clone(),
     };
-    let (ops, result, stats) = match plugin.abi.world {
+    let (ops, result, state, stats) = match plugin.abi.world {
         World::Delegate => {
             let (plan, stats) = sandbox.call_delegate(&plugin, links, &request)?;
             // The production policy, with the production refusal.
@@ -519,7 +524,8 @@ fn run(args: &RunArgs) -> Result<String, CniError> {
                 },
             )?;
             let result = checked.take_result();
-            (checked.ops().to_vec(), result, stats)
+            let state = checked.take_state();
+            (checked.ops().to_vec(), result, state, stats)
         }
         World::Ipam => {
             let temp;
@@ -536,7 +542,7 @@ fn run(args: &RunArgs) -> Result<String, CniError> {
             let store = DirStore::open_locked(&state_dir, network, store_options(&sandbox))
                 .map_err(|err| CniError::io_failure(err.to_string()))?;
             let (result, stats) = sandbox.call_ipam(&plugin, links, Box::new(store), &request)?;
-            (Vec::new(), result, stats)
+            (Vec::new(), result, None, stats)
         }
     };
     tracing::info!(
@@ -549,7 +555,10 @@ fn run(args: &RunArgs) -> Result<String, CniError> {
         Some(result) => result.to_json(version)?,
         None => Value::Null,
     };
-    let output = json!({ "ops": ops, "result": result });
+    let mut output = json!({ "ops": ops, "result": result });
+    if let Some(state) = state {
+        output["state"] = Value::String(state);
+    }
     Ok(serde_json::to_string_pretty(&output).unwrap_or_default())
 }
 
@@ -590,6 +599,7 @@ fn bench(args: &BenchArgs) -> Result<String, CniError> {
         prev_result: None,
         ipam_result: read_result(args.ipam_result.as_deref(), "IPAM result", version)?,
         valid_attachments: Vec::new(),
+        state: None,
     };
     let state = tempfile::tempdir().map_err(|err| CniError::io_failure(err.to_string()))?;
     let network = config

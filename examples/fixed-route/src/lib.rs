@@ -47,6 +47,7 @@ impl Delegate for FixedRoute {
                 Ok(Plan {
                     ops,
                     cni_result: Some(result),
+                    state: None,
                 })
             }
             Command::Check => {

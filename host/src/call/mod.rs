@@ -429,6 +429,7 @@ impl<'a> Call<'a> {
                     capability_args,
                     state: AttachmentState::Pending,
                     result: None,
+                    plugin_state: Default::default(),
                 })
             })
             .collect()
@@ -693,6 +694,7 @@ impl<'a> Call<'a> {
             ifname: &cached.ifname,
             cni_args: &cached.cni_args,
             capability_args: &cached.capability_args,
+            plugin_state: &cached.plugin_state,
         }
     }
 
@@ -1022,6 +1024,7 @@ impl<'a> Call<'a> {
                     ifname: "",
                     cni_args: &[],
                     capability_args: &empty,
+                    plugin_state: &cached.plugin_state,
                 };
                 context.gc(&attachment, &keep)
             });
@@ -1077,6 +1080,7 @@ impl<'a> Call<'a> {
             ifname: "",
             cni_args: &[],
             capability_args: &empty,
+            plugin_state: &Default::default(),
         })
     }
 }

@@ -33,6 +33,7 @@ use crate::cni::{
 use crate::config::{MultusConfig, WasmPlugin};
 use crate::netlink::Kernel;
 use crate::sandbox::{Guest, Limits, LoadedPlugin, Sandbox, SandboxError, World};
+use crate::store::cache::PluginStates;
 use crate::store::ipam::{DirStore, IpamStore, StoreError, StoreOptions};
 pub use native::ExecContext;
 
@@ -217,6 +218,9 @@ pub struct Attachment<'a> {
     pub ifname: &'a str,
     pub cni_args: &'a [(String, String)],
     pub capability_args: &'a Map<String, Value>,
+    /// What its wasm plugins keep for it (ABI 0.2.0 `state`), by plugin
+    /// index: read on CHECK and DEL, written by each ADD.
+    pub plugin_state: &'a PluginStates,
 }
 
 /// Whether a DEL runs the wasm delegates' plans (their links still exist)
@@ -422,9 +426,14 @@ impl CallContext<'_> {
                 .plugin(attachment, index, &injection)
                 .and_then(|(plugin_type, config)| {
                     match self.delegate_runner(&plugin_type, attachment, &config)? {
-                        Runner::Wasm(guest) => {
-                            wasm::add(self, guest.as_ref(), attachment, &config, previous.as_ref())
-                        }
+                        Runner::Wasm(guest) => wasm::add(
+                            self,
+                            guest.as_ref(),
+                            attachment,
+                            index,
+                            &config,
+                            previous.as_ref(),
+                        ),
                         Runner::Native(binary) => {
                             self.exec_add(&plugin_type, &binary, attachment, &config)
                         }
@@ -514,7 +523,7 @@ impl CallContext<'_> {
             attachment,
             attachment.list.plugins.len(),
             cached,
-            |plugin_type, config, prev_result| match self.plugins.wasm(plugin_type)? {
+            |_, plugin_type, config, prev_result| match self.plugins.wasm(plugin_type)? {
                 Some(_) if self.ipam_needs_link(config) => {
                     self.ipam_del(attachment, config, prev_result)
                 }
@@ -577,7 +586,7 @@ impl CallContext<'_> {
             attachment,
             count,
             cached,
-            |plugin_type, config, prev_result| {
+            |index, plugin_type, config, prev_result| {
                 match self.delegate_runner(plugin_type, attachment, config)? {
                     Runner::Wasm(_) if link_plans == LinkPlans::Skip => {
                         if self.ipam_needs_link(config) {
@@ -588,7 +597,7 @@ impl CallContext<'_> {
                         }
                     }
                     Runner::Wasm(guest) => {
-                        wasm::del(self, guest.as_ref(), attachment, config, prev_result)
+                        wasm::del(self, guest.as_ref(), attachment, index, config, prev_result)
                     }
                     Runner::Native(binary) => self
                         .plugins
@@ -612,7 +621,7 @@ impl CallContext<'_> {
         attachment: &Attachment<'_>,
         count: usize,
         cached: Option<&CniResult>,
-        each: impl Fn(&str, &Value, Option<&CniResult>) -> Result<(), CniError>,
+        each: impl Fn(usize, &str, &Value, Option<&CniResult>) -> Result<(), CniError>,
     ) -> Result<(), CniError> {
         let list = attachment.list;
         let prev_result = cached.filter(|_| list.cni_version.passes_prev_result_on_del());
@@ -625,7 +634,7 @@ impl CallContext<'_> {
             };
             let outcome = self
                 .plugin(attachment, index, &injection)
-                .and_then(|(plugin_type, config)| each(&plugin_type, &config, prev_result));
+                .and_then(|(plugin_type, config)| each(index, &plugin_type, &config, prev_result));
             if let Err(err) = outcome {
                 errors.push(err);
             }
@@ -669,7 +678,7 @@ impl CallContext<'_> {
             let (plugin_type, config) = self.plugin(attachment, index, &injection)?;
             match self.delegate_runner(&plugin_type, attachment, &config)? {
                 Runner::Wasm(guest) => {
-                    wasm::check(self, guest.as_ref(), attachment, &config, cached)?
+                    wasm::check(self, guest.as_ref(), attachment, index, &config, cached)?
                 }
                 Runner::Native(binary) => {
                     self.plugins.exec(

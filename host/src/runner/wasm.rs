@@ -34,6 +34,7 @@ fn request(
         prev_result: None,
         ipam_result: None,
         valid_attachments: Vec::new(),
+        state: None,
     }
 }
 
@@ -143,6 +144,7 @@ pub(super) fn add(
     context: &CallContext<'_>,
     guest: &dyn Guest,
     attachment: &Attachment<'_>,
+    index: usize,
     config: &Value,
     previous: Option<&CniResult>,
 ) -> Result<CniResult, CniError> {
@@ -159,10 +161,12 @@ pub(super) fn add(
         None => false,
     };
     match (ipam::ipam_order(ipam_type, ipam_is_wasm), ipam_type) {
-        (IpamOrder::AfterLink, Some(ipam_type)) => {
-            add_link_then_ipam(context, guest, attachment, config, previous, ipam_type)
-        }
-        _ => add_ipam_first(context, guest, attachment, config, previous, ipam_type),
+        (IpamOrder::AfterLink, Some(ipam_type)) => add_link_then_ipam(
+            context, guest, attachment, index, config, previous, ipam_type,
+        ),
+        _ => add_ipam_first(
+            context, guest, attachment, index, config, previous, ipam_type,
+        ),
     }
 }
 
@@ -173,6 +177,7 @@ fn add_ipam_first(
     context: &CallContext<'_>,
     guest: &dyn Guest,
     attachment: &Attachment<'_>,
+    index: usize,
     config: &Value,
     previous: Option<&CniResult>,
     ipam_type: Option<&str>,
@@ -190,7 +195,7 @@ fn add_ipam_first(
     let outcome = apply_delegate(
         context,
         guest,
-        attachment,
+        (attachment, index),
         config,
         previous,
         ipam_result.clone(),
@@ -216,6 +221,7 @@ fn add_link_then_ipam(
     context: &CallContext<'_>,
     guest: &dyn Guest,
     attachment: &Attachment<'_>,
+    index: usize,
     config: &Value,
     previous: Option<&CniResult>,
     ipam_type: &str,
@@ -227,8 +233,14 @@ fn add_link_then_ipam(
         )));
     };
     let link_config = ipam::link_only_config(config);
-    let (link_result, link_applied) =
-        apply_delegate(context, guest, attachment, &link_config, previous, None)?;
+    let (link_result, link_applied) = apply_delegate(
+        context,
+        guest,
+        (attachment, index),
+        &link_config,
+        previous,
+        None,
+    )?;
     let exec = context.exec_context(attachment);
     let outcome = (|| {
         let ipam_result = context
@@ -321,13 +333,13 @@ fn release_after_failure(
 }
 
 /// The delegate's ADD plan (with `ipam_result`), checked and applied, and
-/// the result's MACs read back. Returns the result and the applied plan's
-/// handle for [`crate::netlink::Kernel::undo`]; on failure nothing of the
-/// plan is left.
+/// the result's MACs read back; the plan's state is kept as plugin
+/// `index`'s. Returns the result and the applied plan's handle for
+/// [`crate::netlink::Kernel::undo`]; on failure nothing of the plan is left.
 fn apply_delegate(
     context: &CallContext<'_>,
     guest: &dyn Guest,
-    attachment: &Attachment<'_>,
+    (attachment, index): (&Attachment<'_>, usize),
     config: &Value,
     previous: Option<&CniResult>,
     ipam_result: Option<CniResult>,
@@ -344,6 +356,13 @@ fn apply_delegate(
     let mut result = checked
         .take_result()
         .unwrap_or_else(|| CniResult::empty(CniVersion::V1_1_0));
+    {
+        let mut states = attachment.plugin_state.borrow_mut();
+        match checked.take_state() {
+            Some(state) => states.insert(index, state),
+            None => states.remove(&index),
+        };
+    }
     for interface in &mut result.interfaces {
         let created_here = interface.name == attachment.ifname
             || interface.sandbox.as_deref() == Some(context.netns_path);
@@ -385,6 +404,7 @@ pub(super) fn del(
     context: &CallContext<'_>,
     guest: &dyn Guest,
     attachment: &Attachment<'_>,
+    index: usize,
     config: &Value,
     prev_result: Option<&CniResult>,
 ) -> Result<(), CniError> {
@@ -397,6 +417,7 @@ pub(super) fn del(
         let outcome = (|| {
             let mut delegate_request = request(context, CniCommand::Del, attachment, config);
             delegate_request.prev_result = prev_result.cloned();
+            delegate_request.state = attachment.plugin_state.borrow().get(&index).cloned();
             let plan = call_delegate(context, guest, &delegate_request)?;
             let checked = check_plan(context, guest, plan, CniCommand::Del, attachment.ifname)?;
             context
@@ -421,6 +442,7 @@ pub(super) fn check(
     context: &CallContext<'_>,
     guest: &dyn Guest,
     attachment: &Attachment<'_>,
+    index: usize,
     config: &Value,
     cached: &CniResult,
 ) -> Result<(), CniError> {
@@ -438,6 +460,7 @@ pub(super) fn check(
     }
     let mut delegate_request = request(context, CniCommand::Check, attachment, config);
     delegate_request.prev_result = Some(cached.clone());
+    delegate_request.state = attachment.plugin_state.borrow().get(&index).cloned();
     let plan = call_delegate(context, guest, &delegate_request)?;
     check_plan(context, guest, plan, CniCommand::Check, attachment.ifname)?;
     Ok(())

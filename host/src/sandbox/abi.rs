@@ -7,10 +7,20 @@ use wasmtime::component::Component;
 
 use super::SandboxError;
 
-/// The plugin ABI versions this host runs: any 0.1.x (the component model
-/// linker matches 0.1.x imports and exports semver-compatibly).
-pub const ABI_VERSION_REQ: &str = "0.1.x";
+/// The plugin ABI versions this host runs: any 0.1.x and any 0.2.x (the
+/// component model linker matches imports and exports of one minor version
+/// semver-compatibly).
+pub const ABI_VERSION_REQ: &str = "0.1.x or 0.2.x";
 const PACKAGE: &str = "multus-wasm:plugin";
+
+/// A plugin ABI this host runs: the frozen 0.1.0, or the current 0.2.0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Abi {
+    #[serde(rename = "0.1")]
+    V0_1,
+    #[serde(rename = "0.2")]
+    V0_2,
+}
 
 /// Which world a plugin implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -33,8 +43,10 @@ impl std::fmt::Display for World {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AbiInfo {
     pub world: World,
-    /// The ABI version of the exported interface (`0.1.0`).
+    /// The ABI version of the exported interface (`0.2.0`).
     pub version: String,
+    /// Which of the host's ABIs that is.
+    pub abi: Abi,
     /// The exported interface's full name.
     pub export: String,
     /// Every import's full name.
@@ -86,12 +98,13 @@ fn split_version(name: &str) -> (&str, Option<&str>) {
     }
 }
 
-fn supported_version(version: Option<&str>) -> bool {
-    let Some(version) = version else {
-        return false;
-    };
-    let mut parts = version.split('.');
-    parts.next() == Some("0") && parts.next() == Some("1")
+fn supported_version(version: Option<&str>) -> Option<Abi> {
+    let mut parts = version?.split('.');
+    match (parts.next(), parts.next()) {
+        (Some("0"), Some("1")) => Some(Abi::V0_1),
+        (Some("0"), Some("2")) => Some(Abi::V0_2),
+        _ => None,
+    }
 }
 
 /// The interfaces of our package each world may import.
@@ -104,7 +117,7 @@ fn allowed_interfaces(world: World) -> &'static [&'static str] {
 
 pub(super) fn inspect(engine: &Engine, component: &Component) -> Result<AbiInfo, AbiProblem> {
     let component_type = component.component_type();
-    let mut found: Option<(World, String, String)> = None;
+    let mut found: Option<(World, String, String, Abi)> = None;
     let mut unsupported: Option<String> = None;
     for (name, _) in component_type.exports(engine) {
         let (base, version) = split_version(name);
@@ -120,17 +133,18 @@ pub(super) fn inspect(engine: &Engine, component: &Component) -> Result<AbiInfo,
             }
             _ => continue,
         };
-        if supported_version(version) {
+        if let Some(abi) = supported_version(version) {
             found = Some((
                 world,
                 version.unwrap_or_default().to_string(),
                 name.to_string(),
+                abi,
             ));
         } else {
             unsupported.get_or_insert_with(|| name.to_string());
         }
     }
-    let (world, version, export) = match (found, unsupported) {
+    let (world, version, export, abi) = match (found, unsupported) {
         (Some(found), _) => found,
         (None, Some(export)) => return Err(AbiProblem::Unsupported { export }),
         (None, None) => return Err(AbiProblem::NoPluginExport),
@@ -147,9 +161,11 @@ pub(super) fn inspect(engine: &Engine, component: &Component) -> Result<AbiInfo,
         let interface = base
             .strip_prefix(PACKAGE)
             .and_then(|rest| rest.strip_prefix('/'));
+        // Imports of the export's own ABI version only: the host links one
+        // version's interfaces for a plugin.
         let allowed = interface
             .is_some_and(|interface| allowed_interfaces(world).contains(&interface))
-            && supported_version(import_version);
+            && supported_version(import_version) == Some(abi);
         if !allowed {
             return Err(AbiProblem::UnknownImport {
                 import: name.to_string(),
@@ -160,6 +176,7 @@ pub(super) fn inspect(engine: &Engine, component: &Component) -> Result<AbiInfo,
     Ok(AbiInfo {
         world,
         version,
+        abi,
         export,
         imports,
         uses_wasi,
@@ -171,12 +188,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_0_1_versions_are_supported() {
-        assert!(supported_version(Some("0.1.0")));
-        assert!(supported_version(Some("0.1.7")));
-        assert!(!supported_version(Some("0.9.0")));
-        assert!(!supported_version(Some("1.1.0")));
-        assert!(!supported_version(None));
+    fn only_0_1_and_0_2_versions_are_supported() {
+        assert_eq!(supported_version(Some("0.1.0")), Some(Abi::V0_1));
+        assert_eq!(supported_version(Some("0.1.7")), Some(Abi::V0_1));
+        assert_eq!(supported_version(Some("0.2.0")), Some(Abi::V0_2));
+        assert_eq!(supported_version(Some("0.9.0")), None);
+        assert_eq!(supported_version(Some("1.1.0")), None);
+        assert_eq!(supported_version(None), None);
     }
 
     #[test]

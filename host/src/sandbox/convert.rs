@@ -122,6 +122,11 @@ pub(super) fn link_to_wit(link: LinkInfo) -> wit_links::LinkInfo {
         kind: link.kind,
         up: link.up,
         macvlan_mode: link.macvlan_mode.map(mode_to_wit),
+        promisc: link.promisc,
+        allmulti: link.allmulti,
+        txqueuelen: link.txqueuelen,
+        master: link.master,
+        master_mtu: link.master_mtu,
     }
 }
 
@@ -198,7 +203,40 @@ pub(super) fn request_to_wit(request: &PluginRequest) -> wit::Request {
                 ifname: ifname.clone(),
             })
             .collect(),
+        state: request.state.clone(),
     }
+}
+
+/// Whether a plugin that declares `versions` (ABI 0.2.0 `cni-versions`)
+/// supports the `cniVersion` of `config`; the refusal is the plugin's
+/// error, code 1 (incompatible CNI version), naming what it supports.
+pub(super) fn check_cni_versions(
+    versions: &[String],
+    config: &str,
+) -> Result<(), wit::PluginError> {
+    let wanted = serde_json::from_str::<serde_json::Value>(config)
+        .ok()
+        .and_then(|config| config.get("cniVersion")?.as_str().map(str::to_string));
+    let Some(wanted) = wanted else {
+        return Ok(());
+    };
+    if versions.iter().any(|version| *version == wanted) {
+        return Ok(());
+    }
+    // The list is the guest's: shown bounded.
+    let shown: Vec<&str> = versions
+        .iter()
+        .take(16)
+        .map(|version| &version[..version.len().min(16)])
+        .collect();
+    Err(wit::PluginError {
+        code: crate::cni::CniError::INCOMPATIBLE_VERSION,
+        msg: format!(
+            "the network's cniVersion {wanted:?} is not one this plugin supports ({})",
+            shown.join(", ")
+        ),
+        details: String::new(),
+    })
 }
 
 /// A guest's result, checked and parsed. Its version is 1.1.0 (the WIT
@@ -362,6 +400,21 @@ fn op_from_wit(op: wit::NetlinkOp, limits: &Limits) -> Checked<Op> {
         wit::NetlinkOp::DeleteLink(link) => Op::DeleteLink {
             link: text("link name", link, limits)?,
         },
+        wit::NetlinkOp::SetLinkDown(link) => Op::SetLinkDown {
+            link: text("link name", link, limits)?,
+        },
+        wit::NetlinkOp::SetPromisc(set) => Op::SetPromisc {
+            link: text("link name", set.link, limits)?,
+            on: set.on,
+        },
+        wit::NetlinkOp::SetAllmulti(set) => Op::SetAllmulti {
+            link: text("link name", set.link, limits)?,
+            on: set.on,
+        },
+        wit::NetlinkOp::SetTxqueuelen(set) => Op::SetTxQueueLen {
+            link: text("link name", set.link, limits)?,
+            len: set.len,
+        },
     })
 }
 
@@ -386,7 +439,11 @@ pub(super) fn plan_from_wit(plan: wit::Plan, limits: &Limits) -> Checked<Plan> {
         .cni_result
         .map(|result| result_from_wit(result, limits))
         .transpose()?;
-    Ok(Plan { ops, result })
+    let state = plan
+        .state
+        .map(|state| text("state", state, limits))
+        .transpose()?;
+    Ok(Plan { ops, result, state })
 }
 
 /// A guest's own CNI error, with its strings bounded, its message prefixed

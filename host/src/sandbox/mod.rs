@@ -16,6 +16,7 @@
 mod abi;
 pub mod bindings;
 pub mod cache;
+mod compat;
 mod convert;
 mod state;
 
@@ -28,7 +29,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, Store, Trap};
 
-pub use abi::{ABI_VERSION_REQ, AbiInfo, World};
+pub use abi::{ABI_VERSION_REQ, Abi, AbiInfo, World};
 pub use cache::{CacheOutcome, ModuleCache};
 
 use crate::cni::CniResult;
@@ -340,6 +341,8 @@ pub struct PluginRequest {
     pub prev_result: Option<CniResult>,
     pub ipam_result: Option<CniResult>,
     pub valid_attachments: Vec<(String, String)>,
+    /// What this plugin's ADD kept for the attachment (CHECK, DEL).
+    pub state: Option<String>,
 }
 
 /// What a call returned besides the plan: how much it cost.
@@ -379,8 +382,8 @@ pub struct Sandbox {
     engine: Engine,
     limits: Limits,
     cache: Option<ModuleCache>,
-    /// One linker per (world, uses WASI), built on first use.
-    linkers: [std::sync::OnceLock<Linker<StoreState>>; 4],
+    /// One linker per (ABI, world, uses WASI), built on first use.
+    linkers: [std::sync::OnceLock<Linker<StoreState>>; 8],
     ticker: Once,
 }
 
@@ -439,13 +442,19 @@ impl Sandbox {
         self.cache.as_ref()
     }
 
-    fn linker(&self, world: World, wasi: bool) -> Result<&Linker<StoreState>, SandboxError> {
-        let slot = &self.linkers[(world == World::Ipam) as usize * 2 + wasi as usize];
+    fn linker(
+        &self,
+        abi: Abi,
+        world: World,
+        wasi: bool,
+    ) -> Result<&Linker<StoreState>, SandboxError> {
+        let slot = &self.linkers
+            [(abi == Abi::V0_2) as usize * 4 + (world == World::Ipam) as usize * 2 + wasi as usize];
         if let Some(linker) = slot.get() {
             return Ok(linker);
         }
         let _span = crate::timing::span("linkers");
-        let linker = state::build_linker(&self.engine, world, wasi)
+        let linker = state::build_linker(&self.engine, abi, world, wasi)
             .map_err(|err| SandboxError::Engine(err.to_string()))?;
         Ok(slot.get_or_init(|| linker))
     }
@@ -494,7 +503,7 @@ impl Sandbox {
         };
         let abi = abi::inspect(&self.engine, &component)
             .map_err(|problem| problem.into_error(name, &digest))?;
-        let linker = self.linker(abi.world, abi.uses_wasi)?;
+        let linker = self.linker(abi.abi, abi.world, abi.uses_wasi)?;
         let pre = linker.instantiate_pre(&component).map_err(|err| {
             // Imports were checked by name in `abi::inspect`; what is left is a
             // type mismatch on an import the host does provide.
@@ -572,6 +581,7 @@ impl Sandbox {
     fn new_store(
         &self,
         plugin: &Plugin,
+        ifname: &str,
         links: Box<dyn LinkQueries>,
         store: Option<Box<dyn IpamStore>>,
     ) -> Store<StoreState> {
@@ -579,6 +589,7 @@ impl Sandbox {
         let state = StoreState::new(
             &plugin.name,
             &plugin.digest,
+            ifname,
             self.limits,
             Instant::now() + self.limits.timeout,
             links,
@@ -602,15 +613,39 @@ impl Sandbox {
         links: Box<dyn LinkQueries>,
         request: &PluginRequest,
     ) -> Result<(Plan, CallStats), SandboxError> {
-        let (plan, stats) = self.run(plugin, World::Delegate, links, None, |store, pre| {
-            let instance = bindings::delegate::DelegatePluginPre::new(pre.clone())?
-                .instantiate(&mut *store)?;
-            let instantiated = Instant::now();
-            let outcome = instance
-                .multus_wasm_plugin_delegate()
-                .call_handle(&mut *store, &convert::request_to_wit(request))?;
-            Ok((instantiated, outcome))
-        })?;
+        let abi = plugin.abi.abi;
+        let (plan, stats) = self.run(
+            plugin,
+            World::Delegate,
+            request,
+            links,
+            None,
+            |store, pre| {
+                let wit_request = convert::request_to_wit(request);
+                if abi == Abi::V0_1 {
+                    let instance = bindings::v0_1::delegate::DelegatePluginPre::new(pre.clone())?
+                        .instantiate(&mut *store)?;
+                    let instantiated = Instant::now();
+                    let outcome = instance
+                        .multus_wasm_plugin_delegate()
+                        .call_handle(&mut *store, &compat::request(wit_request))?;
+                    return Ok((
+                        instantiated,
+                        outcome.map(compat::plan).map_err(compat::error),
+                    ));
+                }
+                let instance = bindings::delegate::DelegatePluginPre::new(pre.clone())?
+                    .instantiate(&mut *store)?;
+                let instantiated = Instant::now();
+                let exports = instance.multus_wasm_plugin_delegate();
+                let versions = exports.call_cni_versions(&mut *store)?;
+                if let Err(refusal) = convert::check_cni_versions(&versions, &request.config) {
+                    return Ok((instantiated, Err(refusal)));
+                }
+                let outcome = exports.call_handle(&mut *store, &wit_request)?;
+                Ok((instantiated, outcome))
+            },
+        )?;
         let plan = convert::plan_from_wit(plan, &self.limits)
             .map_err(|problem| problem.into_error(&plugin.name, &plugin.digest))?;
         Ok((plan, stats))
@@ -624,18 +659,36 @@ impl Sandbox {
         ipam_store: Box<dyn IpamStore>,
         request: &PluginRequest,
     ) -> Result<(Option<CniResult>, CallStats), SandboxError> {
+        let abi = plugin.abi.abi;
         let (result, stats) = self.run(
             plugin,
             World::Ipam,
+            request,
             links,
             Some(ipam_store),
             |store, pre| {
+                let wit_request = convert::request_to_wit(request);
+                if abi == Abi::V0_1 {
+                    let instance = bindings::v0_1::ipam::IpamPluginPre::new(pre.clone())?
+                        .instantiate(&mut *store)?;
+                    let instantiated = Instant::now();
+                    let outcome = instance
+                        .multus_wasm_plugin_ipam()
+                        .call_handle(&mut *store, &compat::request(wit_request))?;
+                    let outcome = outcome
+                        .map(|result| result.map(compat::result))
+                        .map_err(compat::error);
+                    return Ok((instantiated, outcome));
+                }
                 let instance =
                     bindings::ipam::IpamPluginPre::new(pre.clone())?.instantiate(&mut *store)?;
                 let instantiated = Instant::now();
-                let outcome = instance
-                    .multus_wasm_plugin_ipam()
-                    .call_handle(&mut *store, &convert::request_to_wit(request))?;
+                let exports = instance.multus_wasm_plugin_ipam();
+                let versions = exports.call_cni_versions(&mut *store)?;
+                if let Err(refusal) = convert::check_cni_versions(&versions, &request.config) {
+                    return Ok((instantiated, Err(refusal)));
+                }
+                let outcome = exports.call_handle(&mut *store, &wit_request)?;
                 Ok((instantiated, outcome))
             },
         )?;
@@ -652,6 +705,7 @@ impl Sandbox {
         &self,
         plugin: &Plugin,
         world: World,
+        request: &PluginRequest,
         links: Box<dyn LinkQueries>,
         ipam_store: Option<Box<dyn IpamStore>>,
         invoke: impl FnOnce(
@@ -662,7 +716,7 @@ impl Sandbox {
     ) -> Result<(T, CallStats), SandboxError> {
         self.expect_world(plugin, world)?;
         let _span = crate::timing::span("guest-call");
-        let mut store = self.new_store(plugin, links, ipam_store);
+        let mut store = self.new_store(plugin, &request.ifname, links, ipam_store);
         let started = Instant::now();
         let outcome = invoke(&mut store, &plugin.pre);
         let finished = Instant::now();

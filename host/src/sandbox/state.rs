@@ -13,7 +13,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_io::bindings::wasi::io::poll as async_poll;
 
 use super::bindings::{self, wit, wit_links, wit_log, wit_node_files, wit_store};
-use super::{Limits, MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, World, convert};
+use super::{
+    Abi, Limits, MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, World, convert,
+};
 use crate::netlink::IpFamily;
 use crate::netlink::query::LinkQueries;
 use crate::store::ipam::IpamStore;
@@ -162,6 +164,8 @@ struct Wasi {
 pub struct StoreState {
     plugin: String,
     digest: String,
+    /// `CNI_IFNAME` of the call: the only interface whose sysctls it reads.
+    ifname: String,
     limits: Limits,
     /// When the call's wall-clock deadline passes; blocking WASI calls wait
     /// at most until then.
@@ -175,9 +179,11 @@ pub struct StoreState {
 }
 
 impl StoreState {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         plugin: &str,
         digest: &str,
+        ifname: &str,
         limits: Limits,
         deadline: Instant,
         links: Box<dyn LinkQueries>,
@@ -187,6 +193,7 @@ impl StoreState {
         let mut state = StoreState {
             plugin: plugin.into(),
             digest: digest.into(),
+            ifname: ifname.into(),
             limits,
             deadline,
             limiter: GuestLimiter::new(limits.memory_bytes),
@@ -351,6 +358,14 @@ impl wit_links::Host for StoreState {
             .map(convert::route_to_wit)
             .collect()
     }
+
+    fn read_sysctl(&mut self, key: String) -> Result<Option<String>, String> {
+        if key.len() > 255 {
+            return Err(format!("sysctl key of {} bytes is too long", key.len()));
+        }
+        crate::plan::policy::check_sysctl_read(&key, &self.ifname)?;
+        self.links.read_sysctl(&key)
+    }
 }
 
 impl wit_store::Host for StoreState {
@@ -399,17 +414,28 @@ impl wit_node_files::Host for StoreState {
 /// plugins need (WASI's is the large one).
 pub(super) fn build_linker(
     engine: &Engine,
+    abi: Abi,
     world: World,
     wasi: bool,
 ) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
-    match world {
-        World::Delegate => bindings::delegate::DelegatePlugin::add_to_linker::<_, HasSelf<_>>(
-            &mut linker,
-            |state| state,
-        )?,
-        World::Ipam => {
+    match (abi, world) {
+        (Abi::V0_2, World::Delegate) => bindings::delegate::DelegatePlugin::add_to_linker::<
+            _,
+            HasSelf<_>,
+        >(&mut linker, |state| state)?,
+        (Abi::V0_2, World::Ipam) => {
             bindings::ipam::IpamPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?
+        }
+        (Abi::V0_1, World::Delegate) => bindings::v0_1::delegate::DelegatePlugin::add_to_linker::<
+            _,
+            HasSelf<_>,
+        >(&mut linker, |state| state)?,
+        (Abi::V0_1, World::Ipam) => {
+            bindings::v0_1::ipam::IpamPlugin::add_to_linker::<_, HasSelf<_>>(
+                &mut linker,
+                |state| state,
+            )?
         }
     }
     if wasi {
@@ -550,8 +576,10 @@ mod tests {
         let engine = Engine::new(&super::super::engine_config(&Limits::default())).unwrap();
         // `bound_blocking_wasi` fails unless wasmtime-wasi defined both
         // functions under the names it replaces.
-        build_linker(&engine, World::Delegate, true).unwrap();
-        build_linker(&engine, World::Ipam, true).unwrap();
+        for abi in [Abi::V0_1, Abi::V0_2] {
+            build_linker(&engine, abi, World::Delegate, true).unwrap();
+            build_linker(&engine, abi, World::Ipam, true).unwrap();
+        }
         // Under a name wasmtime-wasi does not use, the probe notices.
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();

@@ -68,6 +68,18 @@ pub struct CachedAttachment {
     /// The attachment's result (the config's version), once added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// What its wasm plugins keep for it (ABI 0.2.0 plan `state`), by the
+    /// plugin's index in its config; removed with the record.
+    #[serde(default, skip_serializing_if = "no_plugin_state")]
+    pub plugin_state: PluginStates,
+}
+
+/// Per-plugin state of one attachment, by plugin index: written by the
+/// runner as each plugin's ADD succeeds, saved with the record.
+pub type PluginStates = std::cell::RefCell<std::collections::BTreeMap<usize, String>>;
+
+fn no_plugin_state(states: &PluginStates) -> bool {
+    states.borrow().is_empty()
 }
 
 impl CachedAttachment {
@@ -293,7 +305,12 @@ mod tests {
             capability_args: Map::new(),
             state: AttachmentState::Pending,
             result: None,
+            plugin_state: Default::default(),
         });
+        record.attachments[0]
+            .plugin_state
+            .borrow_mut()
+            .insert(1, r#"{"mtu":1500}"#.into());
         record
     }
 
@@ -305,6 +322,11 @@ mod tests {
         assert!(cache.load("abc123").unwrap().is_none());
         cache.save(&record()).unwrap();
         assert_eq!(cache.load("abc123").unwrap(), Some(record()));
+        let text = std::fs::read_to_string(cache.path("abc123")).unwrap();
+        assert!(
+            text.contains(r#""pluginState":{"1":"{\"mtu\":1500}"}"#),
+            "{text}"
+        );
         let mode = std::fs::metadata(cache.path("abc123"))
             .unwrap()
             .permissions()

@@ -76,6 +76,7 @@ pub(crate) fn plan_add(host: &dyn Host, request: &Request) -> Result<Plan, Plugi
     Ok(Plan {
         ops,
         cni_result: Some(cni_result),
+        state: None,
     })
 }
 

@@ -43,6 +43,7 @@ fn plan_del(host: &dyn Host, request: &Request) -> Plan {
     Plan {
         ops: vec![NetlinkOp::DeleteLink(request.ifname.clone())],
         cni_result: None,
+        state: None,
     }
 }
 

@@ -192,9 +192,9 @@ fn check_ops(ops: &[Op], context: &PolicyContext<'_>) -> Result<(), PolicyViolat
             for (index, op) in ops.iter().enumerate() {
                 let outcome = match op {
                     Op::DeleteLink { link } if link == ifname => Ok(()),
-                    Op::DeleteLink { link } => Err(format!(
-                        "a DEL plan may only delete {ifname}, not {link}"
-                    )),
+                    Op::DeleteLink { link } => {
+                        Err(format!("a DEL plan may only delete {ifname}, not {link}"))
+                    }
                     _ => match restore_target(op) {
                         Some(link) if link == ifname => check_setting(op),
                         Some(link) => Err(format!(

@@ -10,6 +10,9 @@ use exports::multus_wasm::plugin::delegate::{Guest, Plan, PluginError, Request};
 struct BadImport;
 
 impl Guest for BadImport {
+    fn cni_versions() -> Vec<String> {
+        vec!["1.0.0".into()]
+    }
     fn handle(request: Request) -> Result<Plan, PluginError> {
         let output = test::bad_import::spawn::run(&request.config);
         Err(PluginError {

@@ -16,10 +16,12 @@
 //! - `error`: returns a CNI error with `code`, `message` and `details`;
 //! - `plan`: returns the ops in `ops` verbatim (policy tests);
 //! - `log`: logs `message` at every level and returns an empty plan.
+//! - `huge-state`: an empty plan whose state is `count` bytes.
+//! - `read-sysctl`: fails with what `read-sysctl` of key `message` returned.
 
 use guest_sdk::{
     AddAddress, AddRoute, CreateMacvlan, Delegate, Host, Level, MacvlanMode, NetlinkOp, Plan,
-    PluginError, RenameLink, Request, SetMac, SetMtu, SetSysctl,
+    PluginError, RenameLink, Request, SetFlag, SetMac, SetMtu, SetSysctl, SetTxqueuelen,
 };
 use serde::Deserialize;
 
@@ -80,6 +82,21 @@ enum OpSpec {
     DeleteLink {
         link: String,
     },
+    SetLinkDown {
+        link: String,
+    },
+    SetPromisc {
+        link: String,
+        on: bool,
+    },
+    SetAllmulti {
+        link: String,
+        on: bool,
+    },
+    SetTxqueuelen {
+        link: String,
+        len: u32,
+    },
 }
 
 impl From<OpSpec> for NetlinkOp {
@@ -116,6 +133,12 @@ impl From<OpSpec> for NetlinkOp {
             }),
             OpSpec::SetSysctl { key, value } => NetlinkOp::SetSysctl(SetSysctl { key, value }),
             OpSpec::DeleteLink { link } => NetlinkOp::DeleteLink(link),
+            OpSpec::SetLinkDown { link } => NetlinkOp::SetLinkDown(link),
+            OpSpec::SetPromisc { link, on } => NetlinkOp::SetPromisc(SetFlag { link, on }),
+            OpSpec::SetAllmulti { link, on } => NetlinkOp::SetAllmulti(SetFlag { link, on }),
+            OpSpec::SetTxqueuelen { link, len } => {
+                NetlinkOp::SetTxqueuelen(SetTxqueuelen { link, len })
+            }
         }
     }
 }
@@ -157,11 +180,23 @@ impl Delegate for Hostile {
                     .map(|_| NetlinkOp::SetLinkUp(request.ifname.clone()))
                     .collect(),
                 cni_result: None,
+                state: None,
             }),
             "long-string" => Ok(Plan {
                 ops: vec![NetlinkOp::SetLinkUp("x".repeat(conf.count))],
                 cni_result: None,
+                state: None,
             }),
+            "huge-state" => Ok(Plan {
+                ops: Vec::new(),
+                cni_result: None,
+                state: Some("s".repeat(conf.count)),
+            }),
+            "read-sysctl" => Err(PluginError::internal(format!(
+                "read-sysctl {}: {:?}",
+                conf.message,
+                host.read_sysctl(&conf.message)
+            ))),
             "panic" => panic!("{}", conf.message),
             "print" => {
                 println!("{}", conf.message);
@@ -194,6 +229,7 @@ impl Delegate for Hostile {
             "plan" => Ok(Plan {
                 ops: conf.ops.into_iter().map(NetlinkOp::from).collect(),
                 cni_result: None,
+                state: None,
             }),
             other => Err(PluginError::invalid_config(format!(
                 "unknown behaviour {other:?}"
