@@ -232,10 +232,11 @@ fn the_daemonset_mounts_every_path_install_and_the_config_use() {
 
 /// The plugin files the kustomization generates ConfigMaps from, and the
 /// built plugin (the profile `cargo xtask plugins` builds) behind each.
-const SHIPPED: [(&str, &str); 3] = [
+const SHIPPED: [(&str, &str); 4] = [
     ("macvlan.wasm", test_artifacts::MACVLAN),
     ("host-local.wasm", test_artifacts::HOST_LOCAL),
     ("static.wasm", test_artifacts::STATIC),
+    ("tuning.wasm", test_artifacts::TUNING),
 ];
 
 #[test]

@@ -322,6 +322,7 @@ pub fn shipped_plugins() -> Value {
         "macvlan": plugin(test_artifacts::MACVLAN),
         "host-local": plugin(test_artifacts::HOST_LOCAL),
         "static": plugin(test_artifacts::STATIC),
+        "tuning": plugin(test_artifacts::TUNING),
     })
 }
 
