@@ -1048,3 +1048,71 @@ fn a_nad_whose_type_is_a_wasm_ipam_plugin_runs_the_native_one() {
     );
     cluster.assert_nothing_left(&pod, "after the refused ADD");
 }
+
+/// The shipped plugins as built before ABI 0.2.0 (`tests/fixtures/abi-0.1.0`).
+fn abi_0_1_fixture(plugin: &str) -> Value {
+    support::plugin(&format!(
+        "{}/fixtures/abi-0.1.0/{plugin}.wasm",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+}
+
+#[test]
+fn a_0_1_0_plugin_and_a_0_2_0_chain_attach_in_one_pod() {
+    let mut cluster = Cluster::api();
+    cluster.config["wasmPlugins"]["macvlan-0.1"] = abi_0_1_fixture("macvlan");
+    cluster.config["wasmPlugins"]["host-local-0.1"] = abi_0_1_fixture("host-local");
+    // net1: the 0.1.0 macvlan with the 0.1.0 host-local.
+    let mut old = cluster.seed_config();
+    old["type"] = json!("macvlan-0.1");
+    old["ipam"]["type"] = json!("host-local-0.1");
+    cluster.add_nad("macvlan-conf", &old);
+    // net2: the 0.2.0 macvlan and host-local, chained with tuning (0.2.0,
+    // which keeps state for its DEL).
+    let mut seed = cluster.seed_config();
+    seed.as_object_mut().unwrap().remove("cniVersion");
+    seed.as_object_mut().unwrap().remove("name");
+    let tuned = json!({"cniVersion": "1.0.0", "name": "macvlan-tuned",
+                       "plugins": [seed, {"type": "tuning", "mtu": 1400, "promisc": true}]});
+    cluster.add_nad("macvlan-tuned", &tuned);
+    cluster.add_pod("uid-abi", "macvlan-conf,macvlan-tuned");
+    let pod = Netns::new("mwp");
+    let cni = cluster.cni(&pod, "abi-mixed", "uid-abi");
+    cni.call("ADD", &cluster.config).ok();
+    assert_eq!(
+        support::link_names(&pod),
+        vec!["eth0", "lo", "net1", "net2"]
+    );
+    assert_eq!(pod.addresses("net1"), vec!["192.168.1.200/24"]);
+    assert_eq!(pod.addresses("net2"), vec!["192.168.1.201/24"]);
+    let net1 = pod.ip_json(&["link", "show", "dev", "net1"]);
+    let net2 = pod.ip_json(&["link", "show", "dev", "net2"]);
+    assert_eq!(net1[0]["mtu"], 1500);
+    assert_eq!(net2[0]["mtu"], 1400);
+    assert!(net2[0]["flags"].to_string().contains("PROMISC"), "{net2}");
+    // tuning's state is kept with the attachment (plugin 1 of net2).
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(cluster.path("cni/multus-wasm/abi-mixed.json")).unwrap(),
+    )
+    .unwrap();
+    let attachments = record["attachments"].as_array().unwrap();
+    let tuned = attachments
+        .iter()
+        .find(|attachment| attachment["ifname"] == "net2")
+        .unwrap();
+    assert_eq!(
+        tuned["pluginState"]["1"],
+        json!(r#"{"mtu":1500,"promisc":false}"#),
+        "{record}"
+    );
+    assert!(
+        attachments
+            .iter()
+            .filter(|attachment| attachment["ifname"] != "net2")
+            .all(|attachment| attachment.get("pluginState").is_none()),
+        "{record}"
+    );
+    cni.call("CHECK", &cluster.config).ok();
+    cni.call("DEL", &cluster.config).ok();
+    cluster.assert_nothing_left(&pod, "mixed ABI pod");
+}

@@ -11,7 +11,7 @@
 //!   another user or with fewer capabilities, through setpriv).
 //! - `netns`: the suites that create network namespaces (root):
 //!   netns_macvlan, netns_dhcp, differential, meta, reliability, security,
-//!   thick, devices.
+//!   thick, devices, tuning.
 //! - `all`: unit, component, netns, then a bounded fuzz run.
 //!
 //! The component and netns tiers first build the binary and every suite
@@ -47,6 +47,7 @@ const NETNS_SUITES: &[&str] = &[
     "security",
     "thick",
     "devices",
+    "tuning",
 ];
 
 /// Library packages whose docs hold code examples (doc tests).
