@@ -587,8 +587,12 @@ impl CallContext<'_> {
             count,
             cached,
             |index, plugin_type, config, prev_result| {
+                // A plugin that kept state for this attachment (a chained
+                // plugin with settings to put back) gets its DEL even when
+                // the batch delete takes the links.
+                let kept_state = attachment.plugin_state.borrow().contains_key(&index);
                 match self.delegate_runner(plugin_type, attachment, config)? {
-                    Runner::Wasm(_) if link_plans == LinkPlans::Skip => {
+                    Runner::Wasm(_) if link_plans == LinkPlans::Skip && !kept_state => {
                         if self.ipam_needs_link(config) {
                             // Released before the batch (release_link_ipam).
                             Ok(())
