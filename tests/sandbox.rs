@@ -30,6 +30,7 @@ fn request(config: serde_json::Value) -> PluginRequest {
         prev_result: None,
         ipam_result: None,
         valid_attachments: Vec::new(),
+        state: None,
     }
 }
 
@@ -560,5 +561,184 @@ fn a_guest_cannot_claim_a_host_code_and_its_errors_name_it() {
     assert_eq!(
         cni.msg,
         format!("plugin hostile (sha256 {digest}): try later")
+    );
+}
+
+/// A shipped plugin as built before ABI 0.2.0 (`tests/fixtures/abi-0.1.0`).
+fn abi_0_1_fixture(plugin: &str) -> String {
+    format!(
+        "{}/fixtures/abi-0.1.0/{plugin}.wasm",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn plugins_of_both_abis_load_and_report_their_version() {
+    let sandbox = Sandbox::new(Limits::default(), None).unwrap();
+    for (path, version) in [
+        (abi_0_1_fixture("macvlan"), "0.1.0"),
+        (abi_0_1_fixture("host-local"), "0.1.0"),
+        (test_artifacts::MACVLAN.to_string(), "0.2.0"),
+        (test_artifacts::TUNING.to_string(), "0.2.0"),
+    ] {
+        let inspection = sandbox.inspect(Path::new(&path)).unwrap();
+        assert_eq!(inspection.abi_version, version, "{path}");
+        assert!(
+            inspection
+                .imports
+                .iter()
+                .filter(|import| import.starts_with("multus-wasm:plugin/"))
+                .all(|import| import.ends_with(&format!("@{version}"))),
+            "{path}: {:?}",
+            inspection.imports
+        );
+        sandbox.load("plugin", Path::new(&path), None).unwrap();
+    }
+}
+
+/// Link queries that see one host link, `ens3`.
+struct Ens3;
+
+impl multus_wasm::netlink::query::LinkQueries for Ens3 {
+    fn get_link(
+        &mut self,
+        netns: multus_wasm::plan::Netns,
+        name: &str,
+    ) -> Option<multus_wasm::plan::LinkInfo> {
+        (netns == multus_wasm::plan::Netns::Host && name == "ens3").then(|| {
+            multus_wasm::plan::LinkInfo {
+                name: "ens3".into(),
+                index: 2,
+                mtu: 1500,
+                mac: "02:00:00:00:00:02".parse().ok(),
+                kind: "veth".into(),
+                up: true,
+                macvlan_mode: None,
+                promisc: false,
+                allmulti: false,
+                txqueuelen: 1000,
+                master: None,
+                master_mtu: None,
+                peer_in_other_netns: false,
+            }
+        })
+    }
+    fn default_route_link(
+        &mut self,
+        _: multus_wasm::plan::Netns,
+        _: multus_wasm::plan::IpFamily,
+    ) -> Option<multus_wasm::plan::LinkInfo> {
+        None
+    }
+    fn addresses(&mut self, _: multus_wasm::plan::Netns, _: &str) -> Vec<ipnet::IpNet> {
+        Vec::new()
+    }
+    fn routes(&mut self, _: multus_wasm::plan::Netns, _: &str) -> Vec<multus_wasm::cni::Route> {
+        Vec::new()
+    }
+    fn read_sysctl(&mut self, _: &str) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+}
+
+#[test]
+fn a_0_1_0_plugin_plans_as_it_did() {
+    // The same seed ADD through the 0.1.0 macvlan and the current one: the
+    // same plan, the old one without state.
+    let sandbox = Sandbox::new(Limits::default(), None).unwrap();
+    let netconf = json!({"cniVersion": "1.0.0", "name": "seed", "type": "macvlan",
+                         "master": "ens3", "mode": "bridge", "ipam": {"type": "static"}});
+    let mut add = request(netconf);
+    add.ipam_result = Some(
+        serde_json::from_value(json!({"cniVersion": "1.1.0",
+            "ips": [{"address": "192.168.1.200/24", "gateway": "192.168.1.1"}]}))
+        .unwrap(),
+    );
+    let plan_of = |path: &str| {
+        let plugin = sandbox.load("macvlan", Path::new(path), None).unwrap();
+        sandbox
+            .call_delegate(&plugin, Box::new(Ens3), &add)
+            .unwrap()
+            .0
+    };
+    let old = plan_of(&abi_0_1_fixture("macvlan"));
+    let new = plan_of(test_artifacts::MACVLAN);
+    assert!(!old.ops.is_empty());
+    assert_eq!(old.ops, new.ops);
+    assert_eq!(old.result, new.result);
+    assert_eq!(old.state, None);
+}
+
+#[test]
+fn state_and_sysctl_reads_are_bounded_and_checked() {
+    let limits = Limits {
+        max_string_bytes: 1024,
+        ..Limits::default()
+    };
+    let sandbox = Sandbox::new(limits, None).unwrap();
+    let plugin = hostile(&sandbox);
+    // A state within the limit comes back with the plan; one over it is
+    // refused like any oversized output.
+    let (plan, _) = sandbox
+        .call_delegate(
+            &plugin,
+            Box::new(NoLinks),
+            &request(json!({"cniVersion": "1.0.0", "behaviour": "huge-state", "count": 1000})),
+        )
+        .unwrap();
+    assert_eq!(plan.state.as_deref().map(str::len), Some(1000));
+    let (err, _) = call(
+        &sandbox,
+        &plugin,
+        json!({"cniVersion": "1.0.0", "behaviour": "huge-state", "count": 1025}),
+    );
+    assert!(matches!(err, SandboxError::OutputLimit { .. }), "{err}");
+    assert!(err.to_string().contains("state"), "{err}");
+    // read-sysctl: only the attachment's own keys reach the kernel.
+    for (key, expected) in [
+        ("net/ipv4/ip_forward", "outside"),
+        ("net/ipv4/conf/all/forwarding", "outside"),
+        ("net/ipv4/conf/eth0/forwarding", "not the interface of this attachment"),
+        ("kernel/hostname", "outside"),
+        ("net/ipv4/conf/net1/../../../../kernel/hostname", "outside"),
+    ] {
+        let (err, _) = call(
+            &sandbox,
+            &plugin,
+            json!({"cniVersion": "1.0.0", "behaviour": "read-sysctl", "message": key}),
+        );
+        let text = err.to_string();
+        assert!(text.contains("Err(") && text.contains(expected), "{key}: {text}");
+    }
+    // The attachment's own key is read (NoLinks: there is no pod).
+    let (err, _) = call(
+        &sandbox,
+        &plugin,
+        json!({"cniVersion": "1.0.0", "behaviour": "read-sysctl",
+               "message": "net/ipv4/conf/net1/arp_notify"}),
+    );
+    assert!(err.to_string().contains("Ok(None)"), "{err}");
+}
+
+#[test]
+fn a_cni_version_the_plugin_does_not_declare_is_refused_with_code_1() {
+    let sandbox = Sandbox::new(Limits::default(), None).unwrap();
+    let plugin = sandbox
+        .load("fixed-route", Path::new(test_artifacts::FIXED_ROUTE), None)
+        .unwrap();
+    let err = sandbox
+        .call_delegate(
+            &plugin,
+            Box::new(NoLinks),
+            &request(json!({"cniVersion": "0.4.0", "name": "routes", "type": "fixed-route",
+                            "routes": []})),
+        )
+        .unwrap_err();
+    assert_eq!(err.cni_code(), 1, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("plugin fixed-route (sha256 ")
+            && text.contains(r#"cniVersion "0.4.0" is not one this plugin supports (1.0.0, 1.1.0)"#),
+        "{text}"
     );
 }
