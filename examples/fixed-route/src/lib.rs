@@ -23,6 +23,9 @@ struct RouteConf {
 pub struct FixedRoute;
 
 impl Delegate for FixedRoute {
+    // The CNI versions this plugin supports; the host refuses others (code 1).
+    const CNI_VERSIONS: &'static [&'static str] = &["1.0.0", "1.1.0"];
+
     fn handle(host: &dyn Host, request: Request) -> Result<Plan, PluginError> {
         let conf: Conf = guest_sdk::netconf::parse(&request.config)?;
         match request.command {
