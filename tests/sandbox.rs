@@ -698,7 +698,10 @@ fn state_and_sysctl_reads_are_bounded_and_checked() {
     for (key, expected) in [
         ("net/ipv4/ip_forward", "outside"),
         ("net/ipv4/conf/all/forwarding", "outside"),
-        ("net/ipv4/conf/eth0/forwarding", "not the interface of this attachment"),
+        (
+            "net/ipv4/conf/eth0/forwarding",
+            "not the interface of this attachment",
+        ),
         ("kernel/hostname", "outside"),
         ("net/ipv4/conf/net1/../../../../kernel/hostname", "outside"),
     ] {
@@ -708,7 +711,10 @@ fn state_and_sysctl_reads_are_bounded_and_checked() {
             json!({"cniVersion": "1.0.0", "behaviour": "read-sysctl", "message": key}),
         );
         let text = err.to_string();
-        assert!(text.contains("Err(") && text.contains(expected), "{key}: {text}");
+        assert!(
+            text.contains("Err(") && text.contains(expected),
+            "{key}: {text}"
+        );
     }
     // The attachment's own key is read (NoLinks: there is no pod).
     let (err, _) = call(
@@ -730,15 +736,18 @@ fn a_cni_version_the_plugin_does_not_declare_is_refused_with_code_1() {
         .call_delegate(
             &plugin,
             Box::new(NoLinks),
-            &request(json!({"cniVersion": "0.4.0", "name": "routes", "type": "fixed-route",
-                            "routes": []})),
+            &request(
+                json!({"cniVersion": "0.4.0", "name": "routes", "type": "fixed-route",
+                            "routes": []}),
+            ),
         )
         .unwrap_err();
     assert_eq!(err.cni_code(), 1, "{err}");
     let text = err.to_string();
     assert!(
         text.starts_with("plugin fixed-route (sha256 ")
-            && text.contains(r#"cniVersion "0.4.0" is not one this plugin supports (1.0.0, 1.1.0)"#),
+            && text
+                .contains(r#"cniVersion "0.4.0" is not one this plugin supports (1.0.0, 1.1.0)"#),
         "{text}"
     );
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use guest_sdk::netconf::{self, NetConf};
+use guest_sdk::netconf;
 use guest_sdk::{PluginError, Request, helpers};
 use serde::Deserialize;
 
@@ -13,11 +13,15 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "sysctl", "mac", "promisc", "mtu", "allmulti", "txQLen", "dataDir",
 ];
 
+// Typed all the way down (no flattened `NetConf`, no `serde_json::Value`):
+// each of those adds a generic deserializer to the component.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Raw {
-    #[serde(flatten)]
-    net: NetConf,
+    #[serde(default)]
+    args: Option<Args>,
+    #[serde(default)]
+    runtime_config: Option<RuntimeConfig>,
     #[serde(default)]
     sysctl: BTreeMap<String, String>,
     #[serde(default)]
@@ -35,6 +39,18 @@ struct Raw {
     #[serde(default)]
     #[allow(dead_code)]
     data_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Args {
+    #[serde(default)]
+    cni: Option<ArgsCni>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RuntimeConfig {
+    #[serde(default)]
+    mac: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,7 +105,7 @@ pub fn sysctl_key(key: &str, ifname: &str) -> Result<String, PluginError> {
 }
 
 /// Parse and merge the request's tuning settings.
-pub fn parse(request: &Request) -> Result<(NetConf, Tuning), PluginError> {
+pub fn parse(request: &Request) -> Result<Tuning, PluginError> {
     if request.ifname.contains('/') {
         return Err(PluginError::invalid_config(format!(
             "invalid interface name {:?}: it contains '/'",
@@ -98,22 +114,8 @@ pub fn parse(request: &Request) -> Result<(NetConf, Tuning), PluginError> {
     }
     let raw: Raw = netconf::parse(&request.config)?;
     let cni_args = netconf::cni_args(&request.args, &["MAC"])?;
-    let args_cni: ArgsCni = match raw.net.args.as_ref().and_then(|args| args.get("cni")) {
-        Some(value) => serde_json::from_value(value.clone()).map_err(|err| {
-            PluginError::new(
-                guest_sdk::code::DECODING_FAILURE,
-                format!("failed to load args.cni: {err}"),
-            )
-        })?,
-        None => ArgsCni::default(),
-    };
-    let runtime_mac = raw
-        .net
-        .runtime_config
-        .as_ref()
-        .and_then(|runtime| runtime.get("mac"))
-        .and_then(|mac| mac.as_str())
-        .map(str::to_owned);
+    let args_cni = raw.args.and_then(|args| args.cni).unwrap_or_default();
+    let runtime_mac = raw.runtime_config.and_then(|runtime| runtime.mac);
 
     let mut config_sysctls = raw.sysctl.clone();
     if let Some(extra) = args_cni.sysctl {
@@ -144,5 +146,5 @@ pub fn parse(request: &Request) -> Result<(NetConf, Tuning), PluginError> {
         allmulti: args_cni.allmulti.or(raw.allmulti),
         tx_qlen: args_cni.tx_qlen.or(raw.tx_qlen),
     };
-    Ok((raw.net, tuning))
+    Ok(tuning)
 }

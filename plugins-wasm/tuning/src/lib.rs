@@ -75,18 +75,7 @@ fn required_prev(request: &Request) -> Result<&guest_sdk::CniResult, PluginError
 }
 
 fn add(host: &dyn Host, request: &Request) -> Result<Plan, PluginError> {
-    let (_, tuning) = conf::parse(request)?;
-    for (field, closest) in helpers::unknown_fields(&request.config, conf::KNOWN_FIELDS) {
-        host.log(
-            guest_sdk::Level::Warn,
-            &format!(
-                "unknown config field {field:?}{}",
-                closest
-                    .map(|closest| format!(" (did you mean {closest:?}?)"))
-                    .unwrap_or_default()
-            ),
-        );
-    }
+    let tuning = conf::parse(request)?;
     let mut result = required_prev(request)?.clone();
     let link = the_link(host, request)?;
     let (ops, saved) = plan_settings(host, request, &link, &tuning)?;
@@ -245,7 +234,7 @@ pub fn restore_ops(ifname: &str, link: &LinkInfo, saved: &Saved) -> Vec<NetlinkO
 
 /// CHECK: the interface as configured (the reference's messages).
 fn check(host: &dyn Host, request: &Request) -> Result<(), PluginError> {
-    let (_, tuning) = conf::parse(request)?;
+    let tuning = conf::parse(request)?;
     required_prev(request)?;
     let link = the_link(host, request)?;
     let ifname = &request.ifname;
