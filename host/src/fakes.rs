@@ -306,7 +306,13 @@ impl FakeKernel {
                     to: name.clone(),
                 }]
             }
-            Op::SetLinkUp { link } | Op::SetMtu { link, .. } | Op::SetMac { link, .. } => {
+            Op::SetLinkUp { link }
+            | Op::SetLinkDown { link }
+            | Op::SetPromisc { link, .. }
+            | Op::SetAllmulti { link, .. }
+            | Op::SetTxQueueLen { link, .. }
+            | Op::SetMtu { link, .. }
+            | Op::SetMac { link, .. } => {
                 need(state, link)?;
                 vec![Undo::Nothing]
             }
@@ -401,6 +407,11 @@ impl Kernel for FakeKernel {
             kind: "macvlan".into(),
             up: true,
             macvlan_mode: None,
+            promisc: false,
+            allmulti: false,
+            txqueuelen: 1000,
+            master: None,
+            master_mtu: None,
             peer_in_other_netns: false,
         }))
     }
@@ -414,6 +425,11 @@ impl Kernel for FakeKernel {
             kind: "veth".into(),
             up: true,
             macvlan_mode: None,
+            promisc: false,
+            allmulti: false,
+            txqueuelen: 1000,
+            master: None,
+            master_mtu: None,
             peer_in_other_netns: false,
         }))
     }
@@ -681,6 +697,7 @@ impl Guest for FakeGuest {
                 Ok(Plan {
                     ops,
                     result: Some(result),
+                    state: None,
                 })
             }
             CniCommand::Del => Ok(Plan::of_ops(vec![Op::DeleteLink { link: ifname }])),

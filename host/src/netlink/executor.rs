@@ -19,7 +19,8 @@ use rtnetlink::{Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
 use super::handles::{Handles, NetnsFile};
 use super::query::{self, errno_of, is_no_such_device, libc_errno};
 use crate::plan::{
-    AddRoute, ApplyError, CheckedPlan, CreateMacvlan, MacAddr, MacvlanMode, Op, RouteScope,
+    AddRoute, ApplyError, CheckedPlan, CreateMacvlan, LinkInfo, MacAddr, MacvlanMode, Op,
+    RouteScope,
 };
 
 /// The interface group of every link a plan creates. A pod's DEL deletes
@@ -45,6 +46,21 @@ enum Undo {
     },
     SetDown {
         index: u32,
+    },
+    SetUp {
+        index: u32,
+    },
+    SetPromisc {
+        index: u32,
+        on: bool,
+    },
+    SetAllmulti {
+        index: u32,
+        on: bool,
+    },
+    SetTxQueueLen {
+        index: u32,
+        len: u32,
     },
     SetMtu {
         index: u32,
@@ -77,6 +93,10 @@ impl Undo {
             Undo::DeleteLink { index }
             | Undo::Rename { index, .. }
             | Undo::SetDown { index }
+            | Undo::SetUp { index }
+            | Undo::SetPromisc { index, .. }
+            | Undo::SetAllmulti { index, .. }
+            | Undo::SetTxQueueLen { index, .. }
             | Undo::SetMtu { index, .. }
             | Undo::SetMac { index, .. } => Some(*index),
             Undo::DeleteAddress { message } => Some(message.header.index),
@@ -150,8 +170,14 @@ impl<'a> Executor<'a> {
     /// undone in reverse before the error is returned; on success the
     /// journal is returned so the caller can still undo (a later attachment
     /// failed). Only a plan the policy checked can be applied.
+    ///
+    /// In a DEL plan ([`CheckedPlan::is_del`]) a setting op whose link is
+    /// gone (a restore after the link was deleted, or the pod's batch
+    /// delete taking it meanwhile) is done: DEL succeeds on what is
+    /// already gone. Any other failure fails the plan as on ADD.
     pub fn apply(&self, plan: &CheckedPlan) -> Result<Journal, ApplyError> {
         let ops = plan.ops();
+        let restoring = plan.is_del();
         let _span = crate::timing::span("netlink");
         let runtime = self.handles.runtime.clone();
         runtime.block_on(async {
@@ -165,7 +191,7 @@ impl<'a> Executor<'a> {
                         undo_errors,
                     });
                 }
-                if let Err(reason) = self.apply_op(op, &mut journal).await {
+                if let Err(reason) = self.apply_op(op, &mut journal, restoring).await {
                     tracing::warn!(index, op = %op, %reason, "op failed, undoing the plan");
                     let undo_errors = self.undo_async(std::mem::take(&mut journal)).await;
                     return Err(ApplyError::Op {
@@ -245,6 +271,30 @@ impl<'a> Executor<'a> {
                 .execute()
                 .await
                 .or_else(ignore_gone),
+            Undo::SetUp { index } => handle
+                .link()
+                .set(LinkUnspec::new_with_index(*index).up().build())
+                .execute()
+                .await
+                .or_else(ignore_gone),
+            Undo::SetPromisc { index, on } => handle
+                .link()
+                .set(LinkUnspec::new_with_index(*index).promiscuous(*on).build())
+                .execute()
+                .await
+                .or_else(ignore_gone),
+            Undo::SetAllmulti { index, on } => handle
+                .link()
+                .set(LinkUnspec::new_with_index(*index).allmulticast(*on).build())
+                .execute()
+                .await
+                .or_else(ignore_gone),
+            Undo::SetTxQueueLen { index, len } => handle
+                .link()
+                .set(LinkUnspec::new_with_index(*index).txqueuelen(*len).build())
+                .execute()
+                .await
+                .or_else(ignore_gone),
             Undo::SetMtu { index, mtu } => handle
                 .link()
                 .set(LinkUnspec::new_with_index(*index).mtu(*mtu).build())
@@ -291,9 +341,123 @@ impl<'a> Executor<'a> {
         }
     }
 
-    async fn apply_op(&self, op: &Op, journal: &mut Journal) -> Result<(), String> {
+    /// The link a setting op names, as it is now; `None` when it is gone
+    /// and `restoring` (a DEL plan), an error when it is gone otherwise.
+    async fn current(&self, link: &str, restoring: bool) -> Result<Option<LinkInfo>, String> {
+        match query::link_by_name(self.sandbox(), link).await {
+            Ok(Some(found)) => Ok(Some(found)),
+            Ok(None) if restoring => {
+                tracing::info!(link, "link gone: nothing to restore");
+                Ok(None)
+            }
+            Ok(None) => Err(format!("link {link} not found in the pod")),
+            Err(err) => Err(format!("looking up {link}: {err}")),
+        }
+    }
+
+    /// Set one link attribute with RTM_SETLINK; when `restoring`, a link
+    /// that vanished meanwhile is not an error.
+    async fn set_link(
+        &self,
+        message: LinkMessage,
+        restoring: bool,
+        what: impl FnOnce(rtnetlink::Error) -> String,
+    ) -> Result<bool, String> {
+        match self.sandbox().link().set(message).execute().await {
+            Ok(()) => Ok(true),
+            Err(err) if restoring && is_no_such_device(&err) => Ok(false),
+            Err(err) => Err(what(err)),
+        }
+    }
+
+    async fn apply_op(
+        &self,
+        op: &Op,
+        journal: &mut Journal,
+        restoring: bool,
+    ) -> Result<(), String> {
         let handle = self.sandbox();
         match op {
+            Op::SetLinkDown { link } => {
+                let Some(current) = self.current(link, restoring).await? else {
+                    return Ok(());
+                };
+                let message = LinkUnspec::new_with_index(current.index).down().build();
+                let set = self
+                    .set_link(message, restoring, |err| {
+                        format!("failed to set {link} down: {err}")
+                    })
+                    .await?;
+                if set && current.up {
+                    journal.entries.push(Undo::SetUp {
+                        index: current.index,
+                    });
+                }
+                Ok(())
+            }
+            Op::SetPromisc { link, on } => {
+                let Some(current) = self.current(link, restoring).await? else {
+                    return Ok(());
+                };
+                let message = LinkUnspec::new_with_index(current.index)
+                    .promiscuous(*on)
+                    .build();
+                let set = self
+                    .set_link(message, restoring, |err| {
+                        format!("failed to set promisc {} on {link}: {err}", on_off(*on))
+                    })
+                    .await?;
+                if set && current.promisc != *on {
+                    journal.entries.push(Undo::SetPromisc {
+                        index: current.index,
+                        on: current.promisc,
+                    });
+                }
+                Ok(())
+            }
+            Op::SetAllmulti { link, on } => {
+                let Some(current) = self.current(link, restoring).await? else {
+                    return Ok(());
+                };
+                let message = LinkUnspec::new_with_index(current.index)
+                    .allmulticast(*on)
+                    .build();
+                let set = self
+                    .set_link(message, restoring, |err| {
+                        format!(
+                            "failed to set allmulticast {} on {link}: {err}",
+                            on_off(*on)
+                        )
+                    })
+                    .await?;
+                if set && current.allmulti != *on {
+                    journal.entries.push(Undo::SetAllmulti {
+                        index: current.index,
+                        on: current.allmulti,
+                    });
+                }
+                Ok(())
+            }
+            Op::SetTxQueueLen { link, len } => {
+                let Some(current) = self.current(link, restoring).await? else {
+                    return Ok(());
+                };
+                let message = LinkUnspec::new_with_index(current.index)
+                    .txqueuelen(*len)
+                    .build();
+                let set = self
+                    .set_link(message, restoring, |err| {
+                        format!("failed to set the transmit queue length of {link} to {len}: {err}")
+                    })
+                    .await?;
+                if set && current.txqueuelen != *len {
+                    journal.entries.push(Undo::SetTxQueueLen {
+                        index: current.index,
+                        len: current.txqueuelen,
+                    });
+                }
+                Ok(())
+            }
             Op::CreateMacvlan(create) => self.create_macvlan(create, journal).await,
             Op::RenameLink { name, new_name } => {
                 let index = self.index_of(name).await?;
@@ -320,49 +484,53 @@ impl<'a> Executor<'a> {
                 Ok(())
             }
             Op::SetLinkUp { link } => {
-                let index = self.index_of(link).await?;
-                handle
-                    .link()
-                    .set(LinkUnspec::new_with_index(index).up().build())
-                    .execute()
-                    .await
-                    .map_err(|err| format!("failed to set {link} up: {err}"))?;
-                journal.entries.push(Undo::SetDown { index });
+                let Some(current) = self.current(link, restoring).await? else {
+                    return Ok(());
+                };
+                let message = LinkUnspec::new_with_index(current.index).up().build();
+                let set = self
+                    .set_link(message, restoring, |err| {
+                        format!("failed to set {link} up: {err}")
+                    })
+                    .await?;
+                if set && !current.up {
+                    journal.entries.push(Undo::SetDown {
+                        index: current.index,
+                    });
+                }
                 Ok(())
             }
             Op::SetMtu { link, mtu } => {
-                let current = query::link_by_name(handle, link)
-                    .await
-                    .map_err(|err| err.to_string())?
-                    .ok_or_else(|| format!("link {link} not found in the pod"))?;
-                handle
-                    .link()
-                    .set(LinkUnspec::new_with_index(current.index).mtu(*mtu).build())
-                    .execute()
-                    .await
-                    .map_err(|err| format!("failed to set the MTU of {link} to {mtu}: {err}"))?;
-                journal.entries.push(Undo::SetMtu {
-                    index: current.index,
-                    mtu: current.mtu,
-                });
+                let Some(current) = self.current(link, restoring).await? else {
+                    return Ok(());
+                };
+                let message = LinkUnspec::new_with_index(current.index).mtu(*mtu).build();
+                let set = self
+                    .set_link(message, restoring, |err| {
+                        format!("failed to set the MTU of {link} to {mtu}: {err}")
+                    })
+                    .await?;
+                if set {
+                    journal.entries.push(Undo::SetMtu {
+                        index: current.index,
+                        mtu: current.mtu,
+                    });
+                }
                 Ok(())
             }
             Op::SetMac { link, mac } => {
-                let current = query::link_by_name(handle, link)
-                    .await
-                    .map_err(|err| err.to_string())?
-                    .ok_or_else(|| format!("link {link} not found in the pod"))?;
-                handle
-                    .link()
-                    .set(
-                        LinkUnspec::new_with_index(current.index)
-                            .address(mac.0.to_vec())
-                            .build(),
-                    )
-                    .execute()
-                    .await
-                    .map_err(|err| format!("failed to set the MAC of {link} to {mac}: {err}"))?;
-                if let Some(previous) = current.mac {
+                let Some(current) = self.current(link, restoring).await? else {
+                    return Ok(());
+                };
+                let message = LinkUnspec::new_with_index(current.index)
+                    .address(mac.0.to_vec())
+                    .build();
+                let set = self
+                    .set_link(message, restoring, |err| {
+                        format!("failed to set the MAC of {link} to {mac}: {err}")
+                    })
+                    .await?;
+                if set && let Some(previous) = current.mac {
                     journal.entries.push(Undo::SetMac {
                         index: current.index,
                         mac: previous,
@@ -393,6 +561,12 @@ impl<'a> Executor<'a> {
                 Ok(())
             }
             Op::SetSysctl { key, value } => {
+                if restoring
+                    && let Some(link) = crate::plan::policy::sysctl_interface(key)
+                    && self.current(link, restoring).await?.is_none()
+                {
+                    return Ok(());
+                }
                 let previous = write_sysctl(self.handles, key, value)?;
                 journal.entries.push(Undo::RestoreSysctl {
                     key: key.clone(),
@@ -489,6 +663,10 @@ impl<'a> Executor<'a> {
         journal.entries.push(Undo::DeleteLink { index });
         Ok(())
     }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
 }
 
 fn nl_mode(mode: MacvlanMode) -> NlMacVlanMode {

@@ -25,12 +25,45 @@ pub async fn link_by_name(
     handle: &Handle,
     name: &str,
 ) -> Result<Option<LinkInfo>, rtnetlink::Error> {
+    Ok(link_message_by_name(handle, name)
+        .await?
+        .map(|message| link_info(&message)))
+}
+
+async fn link_message_by_name(
+    handle: &Handle,
+    name: &str,
+) -> Result<Option<LinkMessage>, rtnetlink::Error> {
     let mut links = handle.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {
-        Ok(Some(message)) => Ok(Some(link_info(&message))),
+        Ok(Some(message)) => Ok(Some(message)),
         Ok(None) => Ok(None),
         Err(err) if is_no_such_device(&err) => Ok(None),
         Err(err) => Err(err),
+    }
+}
+
+/// The index of a link's lower device (`IFLA_LINK`, a macvlan's master) or
+/// else its master (`IFLA_MASTER`), and whether that index is in another
+/// namespace (`IFLA_LINK_NETNSID`).
+fn lower_of(message: &LinkMessage) -> Option<(u32, bool)> {
+    let mut lower = None;
+    let mut controller = None;
+    let mut other_netns = false;
+    for attribute in &message.attributes {
+        match attribute {
+            LinkAttribute::Link(index) if *index != 0 && *index != message.header.index => {
+                lower = Some(*index)
+            }
+            LinkAttribute::Controller(index) if *index != 0 => controller = Some(*index),
+            LinkAttribute::LinkNetNsId(_) => other_netns = true,
+            _ => {}
+        }
+    }
+    match (lower, controller) {
+        (Some(index), _) => Some((index, other_netns)),
+        (None, Some(index)) => Some((index, false)),
+        (None, None) => None,
     }
 }
 
@@ -78,12 +111,18 @@ fn link_info(message: &LinkMessage) -> LinkInfo {
         kind: String::new(),
         up: message.header.flags.contains(LinkFlags::Up),
         macvlan_mode: None,
+        promisc: message.header.flags.contains(LinkFlags::Promisc),
+        allmulti: message.header.flags.contains(LinkFlags::Allmulti),
+        txqueuelen: 0,
+        master: None,
+        master_mtu: None,
         peer_in_other_netns: false,
     };
     for attribute in &message.attributes {
         match attribute {
             LinkAttribute::IfName(name) => info.name = name.clone(),
             LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
+            LinkAttribute::TxQueueLen(len) => info.txqueuelen = *len,
             LinkAttribute::LinkNetNsId(_) => info.peer_in_other_netns = true,
             LinkAttribute::Address(bytes) if bytes.len() == 6 => {
                 let mut mac = [0u8; 6];
@@ -334,6 +373,10 @@ pub trait LinkQueries: Send {
     fn default_route_link(&mut self, netns: Netns, family: IpFamily) -> Option<LinkInfo>;
     fn addresses(&mut self, netns: Netns, name: &str) -> Vec<IpNet>;
     fn routes(&mut self, netns: Netns, name: &str) -> Vec<Route>;
+    /// `/proc/sys/<key>` as the pod sees it, trailing newline removed;
+    /// `Ok(None)` when it does not exist. The caller checked the key's
+    /// shape (`policy::check_sysctl_read`).
+    fn read_sysctl(&mut self, key: &str) -> Result<Option<String>, String>;
 }
 
 /// Answers every query with "nothing there" (no netns to look into).
@@ -352,6 +395,9 @@ impl LinkQueries for NoLinks {
     }
     fn routes(&mut self, _: Netns, _: &str) -> Vec<Route> {
         Vec::new()
+    }
+    fn read_sysctl(&mut self, _: &str) -> Result<Option<String>, String> {
+        Ok(None)
     }
 }
 
@@ -395,8 +441,22 @@ impl KernelLinks {
 
 impl LinkQueries for KernelLinks {
     fn get_link(&mut self, netns: Netns, name: &str) -> Option<LinkInfo> {
+        let host = self.handles.host.clone();
         self.run(netns, "get-link", async |handle| {
-            link_by_name(handle, name).await
+            let Some(message) = link_message_by_name(handle, name).await? else {
+                return Ok(None);
+            };
+            let mut info = link_info(&message);
+            // The master: in this namespace, or (a pod's macvlan on a node
+            // interface) in the host's, where every plan's master is.
+            if let Some((index, other_netns)) = lower_of(&message) {
+                let lookup = if other_netns { &host } else { handle };
+                if let Some(master) = link_by_index(lookup, index).await? {
+                    info.master = Some(master.name);
+                    info.master_mtu = Some(master.mtu);
+                }
+            }
+            Ok(Some(info))
         })
     }
 
@@ -415,6 +475,47 @@ impl LinkQueries for KernelLinks {
     fn routes(&mut self, netns: Netns, name: &str) -> Vec<Route> {
         self.run(netns, "routes", async |handle| routes(handle, name).await)
     }
+
+    fn read_sysctl(&mut self, key: &str) -> Result<Option<String>, String> {
+        read_sysctl(&self.handles, key)
+    }
+}
+
+/// Most bytes of a sysctl a guest may read.
+const MAX_SYSCTL_BYTES: u64 = 4096;
+
+/// Read `/proc/sys/<key>` on the pod's netns thread (`/proc/sys/net`
+/// resolves against the reader's namespace): no-follow, non-blocking,
+/// bounded. `key` must be relative, without `..` or empty parts.
+pub fn read_sysctl(handles: &Handles, key: &str) -> Result<Option<String>, String> {
+    if key.starts_with('/') || key.split('/').any(|part| part.is_empty() || part == "..") {
+        return Err(format!("sysctl key {key:?} is not a plain relative path"));
+    }
+    let thread = handles
+        .netns_thread
+        .as_ref()
+        .ok_or_else(|| "no pod namespace to read sysctls in".to_string())?;
+    let path = format!("/proc/sys/{key}");
+    thread.run(move || {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+            )
+            .open(&path);
+        let file = match file {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(format!("failed to open {path}: {err}")),
+        };
+        let mut text = String::new();
+        file.take(MAX_SYSCTL_BYTES)
+            .read_to_string(&mut text)
+            .map_err(|err| format!("failed to read {path}: {err}"))?;
+        Ok(Some(text.trim_end_matches('\n').to_string()))
+    })?
 }
 
 /// The link queries a guest gets: the pod's namespace in full, the host
@@ -444,6 +545,26 @@ impl GuestLinks {
         }
     }
 
+    /// A pod link's master, shown only when it is a pod link or a host
+    /// link the guest may see.
+    fn screen_master(&mut self, mut link: LinkInfo) -> LinkInfo {
+        if link.peer_in_other_netns
+            && let Some(master) = link.master.clone()
+        {
+            let modes = std::collections::BTreeMap::new();
+            let rules = crate::plan::policy::MasterRules {
+                allowed_masters: self.allowed_masters.as_deref(),
+                macvlan_modes: &modes,
+            };
+            let host = self.inner.get_link(Netns::Host, &master);
+            if rules.check_host_master(&master, host.as_ref()).is_err() {
+                link.master = None;
+                link.master_mtu = None;
+            }
+        }
+        link
+    }
+
     fn screen(&mut self, link: Option<LinkInfo>, asked: &str) -> Option<LinkInfo> {
         let link = link?;
         let modes = std::collections::BTreeMap::new();
@@ -468,7 +589,7 @@ impl LinkQueries for GuestLinks {
     fn get_link(&mut self, netns: Netns, name: &str) -> Option<LinkInfo> {
         let link = self.inner.get_link(netns, name);
         match netns {
-            Netns::Sandbox => link,
+            Netns::Sandbox => link.map(|link| self.screen_master(link)),
             Netns::Host => self.screen(link, "get-link"),
         }
     }
@@ -493,5 +614,9 @@ impl LinkQueries for GuestLinks {
             Netns::Sandbox => self.inner.routes(netns, name),
             Netns::Host => Vec::new(),
         }
+    }
+
+    fn read_sysctl(&mut self, key: &str) -> Result<Option<String>, String> {
+        self.inner.read_sysctl(key)
     }
 }

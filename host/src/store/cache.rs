@@ -322,9 +322,11 @@ mod tests {
         assert!(cache.load("abc123").unwrap().is_none());
         cache.save(&record()).unwrap();
         assert_eq!(cache.load("abc123").unwrap(), Some(record()));
-        let text = std::fs::read_to_string(cache.path("abc123")).unwrap();
-        assert!(
-            text.contains(r#""pluginState":{"1":"{\"mtu\":1500}"}"#),
+        let text: Value =
+            serde_json::from_str(&std::fs::read_to_string(cache.path("abc123")).unwrap()).unwrap();
+        assert_eq!(
+            text["attachments"][0]["pluginState"],
+            serde_json::json!({"1": r#"{"mtu":1500}"#}),
             "{text}"
         );
         let mode = std::fs::metadata(cache.path("abc123"))

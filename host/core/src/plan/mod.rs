@@ -46,21 +46,31 @@ pub struct CheckedPlan {
     result: Option<CniResult>,
     state: Option<String>,
     ifname: String,
+    /// Checked as a DEL plan: its setting ops restore an interface that may
+    /// already be gone.
+    del: bool,
 }
 
 impl CheckedPlan {
     /// Only the policy makes checked plans.
-    fn new(plan: Plan, ifname: &str) -> CheckedPlan {
+    fn new(plan: Plan, ifname: &str, del: bool) -> CheckedPlan {
         CheckedPlan {
             ops: plan.ops,
             result: plan.result,
             state: plan.state,
             ifname: ifname.into(),
+            del,
         }
     }
 
     pub fn ops(&self) -> &[Op] {
         &self.ops
+    }
+
+    /// Whether the plan was checked as a DEL plan (its setting ops restore
+    /// an interface DEL may find gone: the executor skips those).
+    pub fn is_del(&self) -> bool {
+        self.del
     }
 
     /// The interface the plan was checked for.

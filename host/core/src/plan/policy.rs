@@ -146,7 +146,11 @@ pub fn host_masters(ops: &[Op]) -> Vec<&str> {
 /// a [`CheckedPlan`].
 pub fn check(plan: Plan, context: &PolicyContext<'_>) -> Result<CheckedPlan, PolicyViolation> {
     check_ops(&plan.ops, context)?;
-    Ok(CheckedPlan::new(plan, context.ifname))
+    Ok(CheckedPlan::new(
+        plan,
+        context.ifname,
+        context.command == CniCommand::Del,
+    ))
 }
 
 /// Check the meta-plugin's own plan for the attachment `ifname`: it may
@@ -167,7 +171,7 @@ pub fn check_default_routes(plan: Plan, ifname: &str) -> Result<CheckedPlan, Pol
             });
         }
     }
-    Ok(CheckedPlan::new(plan, ifname))
+    Ok(CheckedPlan::new(plan, ifname, false))
 }
 
 fn check_ops(ops: &[Op], context: &PolicyContext<'_>) -> Result<(), PolicyViolation> {
