@@ -42,9 +42,9 @@ fn inspect_prints_digest_abi_world_size_and_imports() {
     let bytes = std::fs::read(test_artifacts::HOST_LOCAL).unwrap();
     assert_eq!(inspection["sha256"], support::sha256_hex(&bytes));
     assert_eq!(inspection["size"], bytes.len());
-    assert_eq!(inspection["abiVersion"], "0.1.0");
+    assert_eq!(inspection["abiVersion"], "0.2.0");
     assert_eq!(inspection["world"], "ipam");
-    assert_eq!(inspection["export"], "multus-wasm:plugin/ipam@0.1.0");
+    assert_eq!(inspection["export"], "multus-wasm:plugin/ipam@0.2.0");
     let imports: Vec<&str> = inspection["imports"]
         .as_array()
         .unwrap()
@@ -52,7 +52,7 @@ fn inspect_prints_digest_abi_world_size_and_imports() {
         .map(|import| import.as_str().unwrap())
         .collect();
     assert!(
-        imports.contains(&"multus-wasm:plugin/ipam-store@0.1.0"),
+        imports.contains(&"multus-wasm:plugin/ipam-store@0.2.0"),
         "{imports:?}"
     );
     assert!(

@@ -381,7 +381,7 @@ fn verify_and_compile_report_on_the_plugin_set() {
     assert!(output.status.success(), "{output:?}");
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["macvlan"]["ok"], true);
-    assert_eq!(report["macvlan"]["abiVersion"], "0.1.0");
+    assert_eq!(report["macvlan"]["abiVersion"], "0.2.0");
     assert_eq!(report["host-local"]["world"], "ipam");
     std::fs::write(node.plugin_dir.join("static.wasm"), b"not even wasm").unwrap();
     let output = Command::new(support::binary())

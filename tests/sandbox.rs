@@ -266,7 +266,8 @@ fn worlds_are_read_from_the_exports_and_checked_at_call() {
         .load("host-local", Path::new(test_artifacts::HOST_LOCAL), None)
         .unwrap();
     assert_eq!(macvlan.abi.world, World::Delegate);
-    assert_eq!(macvlan.abi.version, "0.1.0");
+    assert_eq!(macvlan.abi.version, "0.2.0");
+    assert_eq!(macvlan.abi.abi, multus_wasm::sandbox::Abi::V0_2);
     assert!(!macvlan.abi.uses_wasi);
     assert_eq!(host_local.abi.world, World::Ipam);
     let err = sandbox
@@ -650,8 +651,11 @@ fn a_0_1_0_plugin_plans_as_it_did() {
                          "master": "ens3", "mode": "bridge", "ipam": {"type": "static"}});
     let mut add = request(netconf);
     add.ipam_result = Some(
-        serde_json::from_value(json!({"cniVersion": "1.1.0",
-            "ips": [{"address": "192.168.1.200/24", "gateway": "192.168.1.1"}]}))
+        multus_wasm::cni::CniResult::from_value(
+            &json!({"cniVersion": "1.1.0",
+                    "ips": [{"address": "192.168.1.200/24", "gateway": "192.168.1.1"}]}),
+            multus_wasm::cni::CniVersion::V1_1_0,
+        )
         .unwrap(),
     );
     let plan_of = |path: &str| {

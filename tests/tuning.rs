@@ -15,7 +15,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{Value, json};
 use support::{Cni, CniOutput, Netns, Node, delegates_config, scratch};
@@ -40,10 +40,8 @@ impl Side {
         };
         let bin = side.bin();
         std::fs::create_dir_all(&bin).unwrap();
-        for plugin in ["tuning", "host-local"] {
-            std::os::unix::fs::symlink(Path::new("/usr/lib/cni").join(plugin), bin.join(plugin))
-                .unwrap();
-        }
+        std::os::unix::fs::symlink(REFERENCE_TUNING, bin.join("tuning")).unwrap();
+        std::os::unix::fs::symlink("/usr/lib/cni/host-local", bin.join("host-local")).unwrap();
         // `adopt` reports the pod's existing CNI_IFNAME as its interface and
         // leaves it alone on DEL.
         let adopt = bin.join("adopt");
