@@ -328,7 +328,7 @@ impl<'a> Executor<'a> {
                 other => other.or_else(ignore_gone),
             },
             Undo::RestoreSysctl { key, value } => {
-                write_sysctl(self.handles, key, value).map(|_| ())
+                write_sysctl(self.handles, key, value, true).map(|_| ())
             }
         }
     }
@@ -567,7 +567,10 @@ impl<'a> Executor<'a> {
                 {
                     return Ok(());
                 }
-                let previous = write_sysctl(self.handles, key, value)?;
+                let Some(previous) = write_sysctl(self.handles, key, value, restoring)? else {
+                    tracing::info!(key, "sysctl gone with its link: nothing to restore");
+                    return Ok(());
+                };
                 journal.entries.push(Undo::RestoreSysctl {
                     key: key.clone(),
                     value: previous,
@@ -799,21 +802,33 @@ fn describe_route(route: &AddRoute) -> String {
 }
 
 /// Write `/proc/sys/<key>` as seen from the pod namespace (on its netns
-/// thread); returns the previous value. The key was checked by the policy
-/// (no `..`, fixed shape).
-pub fn write_sysctl(handles: &Handles, key: &str, value: &str) -> Result<String, String> {
+/// thread); returns the previous value, or `None` when the key does not
+/// exist and `missing_ok` (its link is gone). The key was checked by the
+/// policy (no `..`, fixed shape).
+pub fn write_sysctl(
+    handles: &Handles,
+    key: &str,
+    value: &str,
+    missing_ok: bool,
+) -> Result<Option<String>, String> {
     let thread = handles
         .netns_thread
         .as_ref()
         .ok_or_else(|| "no pod namespace to write sysctls in".to_string())?;
     let path = format!("/proc/sys/{key}");
     let value = value.to_string();
+    let gone = move |err: &std::io::Error| missing_ok && err.kind() == std::io::ErrorKind::NotFound;
     thread.run(move || {
-        let previous = std::fs::read_to_string(&path)
-            .map_err(|err| format!("failed to read {path}: {err}"))?;
-        std::fs::write(&path, &value)
-            .map_err(|err| format!("failed to write {value:?} to {path}: {err}"))?;
-        Ok(previous.trim_end_matches('\n').to_string())
+        let previous = match std::fs::read_to_string(&path) {
+            Ok(previous) => previous,
+            Err(err) if gone(&err) => return Ok(None),
+            Err(err) => return Err(format!("failed to read {path}: {err}")),
+        };
+        match std::fs::write(&path, &value) {
+            Ok(()) => Ok(Some(previous.trim_end_matches('\n').to_string())),
+            Err(err) if gone(&err) => Ok(None),
+            Err(err) => Err(format!("failed to write {value:?} to {path}: {err}")),
+        }
     })?
 }
 
