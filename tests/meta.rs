@@ -1083,8 +1083,9 @@ fn a_0_1_0_plugin_and_a_0_2_0_chain_attach_in_one_pod() {
         support::link_names(&pod),
         vec!["eth0", "lo", "net1", "net2"]
     );
+    // Two networks, two host-local stores: each starts at .200.
     assert_eq!(pod.addresses("net1"), vec!["192.168.1.200/24"]);
-    assert_eq!(pod.addresses("net2"), vec!["192.168.1.201/24"]);
+    assert_eq!(pod.addresses("net2"), vec!["192.168.1.200/24"]);
     let net1 = pod.ip_json(&["link", "show", "dev", "net1"]);
     let net2 = pod.ip_json(&["link", "show", "dev", "net2"]);
     assert_eq!(net1[0]["mtu"], 1500);
