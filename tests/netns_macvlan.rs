@@ -430,3 +430,86 @@ fn static_ipam_applies_configured_and_requested_addresses() {
     addresses.sort();
     assert_eq!(addresses, vec!["10.30.0.5/24", "10.30.0.9/24"]);
 }
+
+/// The pod's own `eth0` (a veth end made by the test) as `ip -d` shows the
+/// settings the 0.2 ops change.
+fn settings(pod: &Netns, dev: &str) -> Value {
+    let link = link_json(pod, dev);
+    json!({"mtu": link["mtu"], "txqlen": link["txqlen"], "flags": link["flags"],
+           "address": link["address"],
+           "base_reachable_time_ms": pod.sysctl(&format!("net/ipv4/neigh/{dev}/base_reachable_time_ms"))})
+}
+
+#[test]
+fn the_0_2_ops_touch_only_the_attachment_interface_on_add_and_del() {
+    let node = Node::new();
+    let dir = scratch();
+    let pod = Netns::new("mwp");
+    pod.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+    ]);
+    pod.ip(&["link", "set", "eth0", "up"]);
+    let before = settings(&pod, "eth0");
+    let attacks = [
+        json!({"op": "set-promisc", "link": "eth0", "on": true}),
+        json!({"op": "set-allmulti", "link": "eth0", "on": true}),
+        json!({"op": "set-link-down", "link": "eth0"}),
+        json!({"op": "set-txqueuelen", "link": "eth0", "len": 5}),
+        json!({"op": "set-txqueuelen", "link": "net1", "len": 10_000_000}),
+        json!({"op": "set-sysctl", "key": "net/ipv4/neigh/eth0/base_reachable_time_ms", "value": "1"}),
+        json!({"op": "set-sysctl", "key": "net/ipv4/neigh/default/gc_thresh3", "value": "1"}),
+    ];
+    let mut cni = Cni::new(&node, &pod, "evil-02");
+    cni.ifname = "net1".into();
+    for attack in &attacks {
+        let mut config = delegates_config(
+            dir.path(),
+            vec![json!({
+                "cniVersion": "1.0.0", "name": "evil", "type": "hostile", "behaviour": "plan",
+                "ops": [
+                    {"op": "create-macvlan", "name": "net1", "master": "ens3"},
+                    {"op": "set-link-up", "link": "net1"},
+                    attack
+                ]
+            })],
+        );
+        config["wasmPlugins"]["hostile"] = support::plugin(test_artifacts::HOSTILE);
+        let output = cni.call("ADD", &config);
+        assert_eq!(output.error_code(), 107, "{attack}: {}", output.stdout);
+        assert!(
+            output.stdout.contains("op 2 ("),
+            "{attack}: {}",
+            output.stdout
+        );
+        assert!(!pod.has_link("net1"), "{attack}: nothing may be applied");
+        assert_eq!(settings(&pod, "eth0"), before, "{attack}");
+    }
+    // A DEL plan may restore its own interface's settings, not another's:
+    // the plugin keeps state, so its DEL runs even in the batch delete.
+    for attack in &attacks[..4] {
+        let mut config = delegates_config(
+            dir.path(),
+            vec![json!({
+                "cniVersion": "1.0.0", "name": "evil", "type": "hostile", "behaviour": "plan",
+                "state": "{}",
+                "ops": [
+                    {"op": "create-macvlan", "name": "net1", "master": "ens3"},
+                    {"op": "set-link-up", "link": "net1"}
+                ],
+                "del_ops": [attack, {"op": "delete-link", "link": "net1"}]
+            })],
+        );
+        config["wasmPlugins"]["hostile"] = support::plugin(test_artifacts::HOSTILE);
+        cni.call("ADD", &config).ok();
+        let output = cni.call("DEL", &config);
+        assert_eq!(output.error_code(), 107, "{attack}: {}", output.stdout);
+        assert!(
+            output.stdout.contains("op 0 ("),
+            "{attack}: {}",
+            output.stdout
+        );
+        assert_eq!(settings(&pod, "eth0"), before, "DEL {attack}");
+        // The runtime's retry: the batch took net1 and the cache is kept.
+        assert!(!pod.has_link("net1"), "DEL {attack}");
+    }
+}

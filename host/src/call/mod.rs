@@ -806,10 +806,13 @@ impl<'a> Call<'a> {
             cache.remove(&container_id)?;
             Ok(())
         } else {
-            Err(CniError::internal(format!(
-                "DEL of {container_id}: {}",
-                errors.join(" / ")
-            )))
+            // The first failure's code (a policy refusal stays 107).
+            let code = errors[0].code;
+            let described: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            Err(CniError::new(
+                code,
+                format!("DEL of {container_id}: {}", described.join(" / ")),
+            ))
         }
     }
 
@@ -825,7 +828,7 @@ impl<'a> Call<'a> {
         kernel: &dyn Kernel,
         record: &ContainerRecord,
         netns_path: &str,
-    ) -> Vec<String> {
+    ) -> Vec<CniError> {
         let lists = Self::parse_lists(record);
         let operator_types = Self::operator_types(record);
         let bin_dirs = self.bin_dirs();
@@ -847,7 +850,7 @@ impl<'a> Call<'a> {
                 if let Err(err) =
                     context.release_link_ipam(&Self::attachment(cached, list), result.as_ref())
                 {
-                    errors.push(format!("{}: {err}", cached.name));
+                    errors.push(of_attachment(&cached.name, err));
                 }
             }
         }
@@ -863,14 +866,14 @@ impl<'a> Call<'a> {
         } else {
             LinkPlans::Run
         };
-        let each = |link_plans: LinkPlans, errors: &mut Vec<String>| {
+        let each = |link_plans: LinkPlans, errors: &mut Vec<CniError>| {
             for (cached, list) in record.attachments.iter().zip(&lists).rev() {
                 let outcome = list.as_ref().map_err(Clone::clone).and_then(|list| {
                     let result = cached.parsed_result();
                     context.del(&Self::attachment(cached, list), result.as_ref(), link_plans)
                 });
                 if let Err(err) = outcome {
-                    errors.push(format!("{}: {err}", cached.name));
+                    errors.push(of_attachment(&cached.name, err));
                 }
             }
         };
@@ -1082,6 +1085,14 @@ impl<'a> Call<'a> {
             capability_args: &empty,
             plugin_state: &Default::default(),
         })
+    }
+}
+
+/// `err` of attachment `name`, its message saying so, its code kept.
+fn of_attachment(name: &str, err: CniError) -> CniError {
+    CniError {
+        msg: format!("{name}: {}", err.msg),
+        ..err
     }
 }
 

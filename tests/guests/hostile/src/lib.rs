@@ -14,9 +14,10 @@
 //! - `sleep`: `std::thread::sleep` for `count` milliseconds, then returns an
 //!   empty plan (built for wasm32-wasip2, the sleep waits in `wasi:io/poll`);
 //! - `error`: returns a CNI error with `code`, `message` and `details`;
-//! - `plan`: returns the ops in `ops` verbatim (policy tests);
-//! - `log`: logs `message` at every level and returns an empty plan.
-//! - `huge-state`: an empty plan whose state is `count` bytes.
+//! - `plan`: returns the ops in `ops` verbatim (policy tests), `del_ops`
+//!   instead on DEL when given, and `state` as its state;
+//! - `log`: logs `message` at every level and returns an empty plan;
+//! - `huge-state`: an empty plan whose state is `count` bytes;
 //! - `read-sysctl`: fails with what `read-sysctl` of key `message` returned.
 
 use guest_sdk::{
@@ -38,6 +39,12 @@ struct Conf {
     details: String,
     #[serde(default)]
     ops: Vec<OpSpec>,
+    /// The ops of DEL, when different from `ops`.
+    #[serde(default)]
+    del_ops: Option<Vec<OpSpec>>,
+    /// The state an ADD keeps (so that DEL runs even in a batch delete).
+    #[serde(default)]
+    state: Option<String>,
 }
 
 /// The ops a `plan` behaviour returns, in a JSON form.
@@ -226,11 +233,17 @@ impl Delegate for Hostile {
                 }
                 Ok(Plan::empty())
             }
-            "plan" => Ok(Plan {
-                ops: conf.ops.into_iter().map(NetlinkOp::from).collect(),
-                cni_result: None,
-                state: None,
-            }),
+            "plan" => {
+                let ops = match (request.command, conf.del_ops) {
+                    (guest_sdk::Command::Del, Some(del_ops)) => del_ops,
+                    _ => conf.ops,
+                };
+                Ok(Plan {
+                    ops: ops.into_iter().map(NetlinkOp::from).collect(),
+                    cni_result: None,
+                    state: conf.state,
+                })
+            }
             other => Err(PluginError::invalid_config(format!(
                 "unknown behaviour {other:?}"
             ))),
