@@ -119,13 +119,17 @@ fn the_walkthrough_works_from_cargo_new() {
         .args(["new", "--lib", "fixed-route"]));
     let krate = dir.path().join("fixed-route");
     // The SDK as an author outside this repository has it: a copy of the
-    // directory, with no workspace above it to inherit from.
+    // directory and of the host's core beside it (its native tests use the
+    // host's policy), with no workspace above them to inherit from.
     let sdk = dir.path().join("vendor/guest-sdk");
-    std::fs::create_dir_all(sdk.parent().unwrap()).unwrap();
-    run(Command::new("cp")
-        .arg("-r")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk"))
-        .arg(&sdk));
+    let core = dir.path().join("vendor/host/core");
+    std::fs::create_dir_all(core.parent().unwrap()).unwrap();
+    for (from, to) in [("../guest-sdk", &sdk), ("../host/core", &core)] {
+        run(Command::new("cp")
+            .arg("-r")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(from))
+            .arg(to));
+    }
     for (name, content) in files(&readme()) {
         let content = content.replace("/path/to/multus-wasm/guest-sdk", sdk.to_str().unwrap());
         let path = krate.join(&name);
@@ -141,7 +145,7 @@ fn the_walkthrough_works_from_cargo_new() {
     .unwrap();
     let test = run(Command::new(&cargo).current_dir(&krate).args(["test"]));
     assert!(
-        String::from_utf8_lossy(&test.stdout).contains("3 passed"),
+        String::from_utf8_lossy(&test.stdout).contains("4 passed"),
         "{}",
         String::from_utf8_lossy(&test.stdout)
     );

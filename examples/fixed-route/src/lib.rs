@@ -110,4 +110,18 @@ mod tests {
             FixedRoute::handle(&MockHost::new(), request(Command::Check, CONFIG)).unwrap_err();
         assert!(error.msg.contains("10.100.0.0/16"), "{}", error.msg);
     }
+
+    #[test]
+    fn the_plan_passes_the_hosts_policy_and_check_sees_the_route() {
+        // The pod's net1, as the previous plugin of the conflist left it.
+        let host = MockHost::new().with_link(Netns::Sandbox, "net1", 1500);
+        let mut add = request(Command::Add, CONFIG);
+        add.prev_result = Some(CniResult::empty());
+        let plan = FixedRoute::handle(&host, add.clone()).unwrap();
+        // The host's own policy, then the ops on the in-memory links.
+        host.apply(&add, &plan).unwrap();
+        let mut check = request(Command::Check, CONFIG);
+        check.prev_result = plan.cni_result;
+        FixedRoute::handle(&host, check).unwrap();
+    }
 }

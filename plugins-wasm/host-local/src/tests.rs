@@ -857,6 +857,9 @@ impl Host for RecordingHost {
     fn routes(&self, netns: Netns, name: &str) -> Vec<Route> {
         self.inner.routes(netns, name)
     }
+    fn read_sysctl(&self, key: &str) -> Result<Option<String>, String> {
+        self.inner.read_sysctl(key)
+    }
 }
 
 impl IpamHost for RecordingHost {

@@ -246,3 +246,43 @@ fn check_compares_the_link_with_the_config() {
     let tuned = MockHost::new().with_link(Netns::Sandbox, "net1", 1400);
     TuningPlugin::handle(&tuned, check_request).unwrap();
 }
+
+#[test]
+fn add_check_and_del_through_the_hosts_policy_leave_the_link_as_it_was() {
+    let host = host().named("tuning");
+    let before = host.get_link(Netns::Sandbox, "net1").unwrap();
+    let add = add_request(FULL);
+    let plan = TuningPlugin::handle(&host, add.clone()).unwrap();
+    host.apply(&add, &plan).unwrap();
+    let tuned = host.get_link(Netns::Sandbox, "net1").unwrap();
+    assert_eq!(
+        (
+            tuned.mac.as_str(),
+            tuned.mtu,
+            tuned.promisc,
+            tuned.allmulti,
+            tuned.txqueuelen
+        ),
+        ("c2:11:22:33:44:55", 1400, true, true, 2000)
+    );
+    assert_eq!(
+        host.sysctl("net/ipv4/conf/net1/arp_notify").as_deref(),
+        Some("1")
+    );
+
+    let mut check = request(Command::Check, FULL);
+    check.prev_result = plan.cni_result.clone();
+    check.state = plan.state.clone();
+    TuningPlugin::handle(&host, check).unwrap();
+
+    let mut del = request(Command::Del, FULL);
+    del.prev_result = plan.cni_result.clone();
+    del.state = plan.state.clone();
+    let restore = TuningPlugin::handle(&host, del.clone()).unwrap();
+    host.apply(&del, &restore).unwrap();
+    assert_eq!(host.get_link(Netns::Sandbox, "net1").unwrap(), before);
+    assert_eq!(
+        host.sysctl("net/ipv4/conf/net1/arp_notify").as_deref(),
+        Some("0")
+    );
+}
