@@ -220,7 +220,7 @@ pub(super) fn check_cni_versions(
     let Some(wanted) = wanted else {
         return Ok(());
     };
-    if versions.iter().any(|version| *version == wanted) {
+    if versions.contains(&wanted) {
         return Ok(());
     }
     // The list is the guest's: shown bounded.
