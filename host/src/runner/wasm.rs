@@ -356,13 +356,6 @@ fn apply_delegate(
     let mut result = checked
         .take_result()
         .unwrap_or_else(|| CniResult::empty(CniVersion::V1_1_0));
-    {
-        let mut states = attachment.plugin_state.borrow_mut();
-        match checked.take_state() {
-            Some(state) => states.insert(index, state),
-            None => states.remove(&index),
-        };
-    }
     for interface in &mut result.interfaces {
         let created_here = interface.name == attachment.ifname
             || interface.sandbox.as_deref() == Some(context.netns_path);
@@ -393,6 +386,11 @@ fn apply_delegate(
         }
         interface.sandbox = Some(context.netns_path.into());
     }
+    let mut states = attachment.plugin_state.borrow_mut();
+    match checked.take_state() {
+        Some(state) => states.insert(index, state),
+        None => states.remove(&index),
+    };
     Ok((result, applied))
 }
 
