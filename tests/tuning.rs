@@ -305,3 +305,50 @@ fn a_sysctl_of_another_interface_is_refused_and_leaves_nothing() {
         "no reservation left: {store:?}"
     );
 }
+
+#[test]
+fn a_failure_at_any_op_of_tunings_plan_leaves_the_interface_as_it_was() {
+    // Every op's inverse, on an interface the plan did not create: the
+    // executor fails just before op `at` and undoes the ops before it.
+    let fields = &cases().last().unwrap().1.clone();
+    let sysctls = [
+        "net.ipv4.conf.IFNAME.arp_notify",
+        "net.ipv4.neigh.IFNAME.base_reachable_time_ms",
+    ];
+    let side = Side::new(false);
+    side.pod.ip(&[
+        "link",
+        "add",
+        "net1",
+        "address",
+        "02:aa:bb:cc:dd:01",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "peer1",
+    ]);
+    side.pod.ip(&["link", "set", "net1", "up"]);
+    let list = conflist(&side, json!({"type": "adopt"}), fields);
+    let before = side.link_state(&sysctls);
+    // sysctls (2), down, mac, up, promisc, mtu, allmulti, txqueuelen.
+    for at in 0..9 {
+        let mut cni = Cni::new(&side.node, &side.pod, "tuning-fault");
+        cni.ifname = "net1".into();
+        cni.extra_env
+            .push(("MULTUS_WASM_FAULT_AT_OP".into(), at.to_string()));
+        let failed = cni.call("ADD", &side.config(&list));
+        assert_ne!(failed.code, 0, "fault at {at}: {}", failed.stdout);
+        assert!(
+            failed
+                .stdout
+                .contains(&format!("injected fault before op {at}")),
+            "{}",
+            failed.stdout
+        );
+        assert_eq!(side.link_state(&sysctls), before, "fault at op {at}");
+    }
+    // Without a fault the whole plan applies: the loop covered every op.
+    side.call("ADD", &list).ok();
+    assert_ne!(side.link_state(&sysctls), before);
+}
