@@ -513,3 +513,38 @@ fn the_0_2_ops_touch_only_the_attachment_interface_on_add_and_del() {
         assert!(!pod.has_link("net1"), "DEL {attack}");
     }
 }
+
+#[test]
+fn link_info_shows_a_pod_links_master_flags_and_queue() {
+    let node = Node::new();
+    let dir = scratch();
+    let pod = Netns::new("mwp");
+    let data = dir.path().join("ipam");
+    let mut seed = seed_netconf(&data);
+    seed.as_object_mut().unwrap().remove("cniVersion");
+    seed.as_object_mut().unwrap().remove("name");
+    let list = json!({"cniVersion": "1.0.0", "name": "seen", "plugins": [
+        seed,
+        {"type": "tuning", "promisc": true, "txQLen": 1234},
+        {"type": "hostile", "behaviour": "link-info", "message": "net1"}
+    ]});
+    let mut config = delegates_config(dir.path(), vec![list]);
+    config["wasmPlugins"]["hostile"] = support::plugin(test_artifacts::HOSTILE);
+    let mut cni = Cni::new(&node, &pod, "link-info");
+    cni.ifname = "net1".into();
+    let output = cni.call("ADD", &config);
+    let message = output.json()["msg"].as_str().unwrap().to_string();
+    // What a chained plugin sees of the interface the plugins before it made.
+    for expected in [
+        "kind: \"macvlan\"",
+        "promisc: true",
+        "allmulti: false",
+        "txqueuelen: 1234",
+        "master: Some(\"ens3\")",
+        "master-mtu: Some(1500)",
+    ] {
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
+    assert!(!pod.has_link("net1"), "the failed chain is rolled back");
+    assert!(reservations(&data, "seen").is_empty());
+}

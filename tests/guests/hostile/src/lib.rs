@@ -18,7 +18,8 @@
 //!   instead on DEL when given, and `state` as its state;
 //! - `log`: logs `message` at every level and returns an empty plan;
 //! - `huge-state`: an empty plan whose state is `count` bytes;
-//! - `read-sysctl`: fails with what `read-sysctl` of key `message` returned.
+//! - `read-sysctl`: fails with what `read-sysctl` of key `message` returned;
+//! - `link-info`: fails with what `get-link` of pod link `message` returned.
 
 use guest_sdk::{
     AddAddress, AddRoute, CreateMacvlan, Delegate, Host, Level, MacvlanMode, NetlinkOp, Plan,
@@ -199,6 +200,11 @@ impl Delegate for Hostile {
                 cni_result: None,
                 state: Some("s".repeat(conf.count)),
             }),
+            "link-info" => Err(PluginError::internal(format!(
+                "link-info {}: {:?}",
+                conf.message,
+                host.get_link(guest_sdk::Netns::Sandbox, &conf.message)
+            ))),
             "read-sysctl" => Err(PluginError::internal(format!(
                 "read-sysctl {}: {:?}",
                 conf.message,
