@@ -68,6 +68,35 @@ struct Model {
     next_index: u32,
 }
 
+impl Model {
+    /// A new link (up, MTU `mtu`, a MAC from its index), added to the model.
+    fn add(&mut self, netns: Netns, name: &str, mtu: u32, kind: &str) -> &mut MockLink {
+        let index = self.next_index;
+        self.next_index += 1;
+        self.links.push(MockLink {
+            netns,
+            info: LinkInfo {
+                name: name.into(),
+                index,
+                mtu,
+                mac: format!("02:00:00:00:00:{:02x}", index & 0xff),
+                kind: kind.into(),
+                up: true,
+                macvlan_mode: None,
+                promisc: false,
+                allmulti: false,
+                txqueuelen: 1000,
+                master: None,
+                master_mtu: None,
+            },
+            addresses: Vec::new(),
+            routes: Vec::new(),
+            peer_in_other_netns: false,
+        });
+        self.links.last_mut().expect("just pushed")
+    }
+}
+
 /// Links, default routes, sysctls, a key/value store and resolv.conf
 /// files, all in memory; every log line is recorded.
 #[derive(Debug)]
@@ -97,36 +126,10 @@ impl Default for MockHost {
             store: RefCell::new(BTreeMap::new()),
             logs: RefCell::new(Vec::new()),
             allowed_masters: None,
-            macvlan_modes: BTreeMap::from([(
-                "*".to_string(),
-                vec!["bridge".into(), "private".into(), "vepa".into()],
-            )]),
+            macvlan_modes: multus_wasm_core::config::default_macvlan_modes(),
             faults: RefCell::new(BTreeMap::new()),
             ifname: RefCell::new("net1".into()),
         }
-    }
-}
-
-fn new_link(netns: Netns, name: &str, index: u32, mtu: u32, kind: &str) -> MockLink {
-    MockLink {
-        netns,
-        info: LinkInfo {
-            name: name.into(),
-            index,
-            mtu,
-            mac: format!("02:00:00:00:00:{:02x}", index & 0xff),
-            kind: kind.into(),
-            up: true,
-            macvlan_mode: None,
-            promisc: false,
-            allmulti: false,
-            txqueuelen: 1000,
-            master: None,
-            master_mtu: None,
-        },
-        addresses: Vec::new(),
-        routes: Vec::new(),
-        peer_in_other_netns: false,
     }
 }
 
@@ -143,55 +146,46 @@ impl MockHost {
         self
     }
 
-    fn push(mut self, link: MockLink) -> Self {
-        self.model.get_mut().links.push(link);
-        self
-    }
-
     /// Add a plain link (kind `veth` with its peer beside it, up) with a
     /// generated MAC.
-    pub fn with_link(self, netns: Netns, name: &str, mtu: u32) -> Self {
-        let link = Self::add_to(&self, netns, name, mtu, "veth");
-        self.push(link)
+    pub fn with_link(mut self, netns: Netns, name: &str, mtu: u32) -> Self {
+        self.model.get_mut().add(netns, name, mtu, "veth");
+        self
     }
 
     /// Add a host link of `kind` (`""` for a physical device, `bridge`,
     /// `vxlan`...), which the master rules judge by its kind.
-    pub fn with_host_link(self, name: &str, kind: &str, mtu: u32) -> Self {
-        let link = Self::add_to(&self, Netns::Host, name, mtu, kind);
-        self.push(link)
+    pub fn with_host_link(mut self, name: &str, kind: &str, mtu: u32) -> Self {
+        self.model.get_mut().add(Netns::Host, name, mtu, kind);
+        self
     }
 
     /// Add a host veth whose peer is in another namespace (a pod's end):
     /// not a master unless `allowedMasters` lists it.
-    pub fn with_pod_veth(self, name: &str) -> Self {
-        let mut link = Self::add_to(&self, Netns::Host, name, 1500, "veth");
+    pub fn with_pod_veth(mut self, name: &str) -> Self {
+        let link = self.model.get_mut().add(Netns::Host, name, 1500, "veth");
         link.peer_in_other_netns = true;
-        self.push(link)
-    }
-
-    fn add_to(&self, netns: Netns, name: &str, mtu: u32, kind: &str) -> MockLink {
-        let mut model = self.model.borrow_mut();
-        let index = model.next_index;
-        model.next_index += 1;
-        new_link(netns, name, index, mtu, kind)
+        self
     }
 
     /// Add a macvlan link with addresses and routes (for CHECK tests).
     pub fn with_macvlan(
-        self,
+        mut self,
         name: &str,
         mode: MacvlanMode,
         mac: &str,
         addresses: &[&str],
         routes: Vec<Route>,
     ) -> Self {
-        let mut link = Self::add_to(&self, Netns::Sandbox, name, 1500, "macvlan");
+        let link = self
+            .model
+            .get_mut()
+            .add(Netns::Sandbox, name, 1500, "macvlan");
         link.info.mac = mac.into();
         link.info.macvlan_mode = Some(mode);
         link.addresses = addresses.iter().map(|a| a.to_string()).collect();
         link.routes = routes;
-        self.push(link)
+        self
     }
 
     /// Make `name` the link of the default route of `family` in `netns`.
@@ -344,7 +338,7 @@ impl MockHost {
             mac: link.info.mac.parse().ok(),
             kind: link.info.kind.clone(),
             up: link.info.up,
-            macvlan_mode: None,
+            macvlan_mode: link.info.macvlan_mode.map(core_mode),
             promisc: link.info.promisc,
             allmulti: link.info.allmulti,
             txqueuelen: link.info.txqueuelen,
@@ -393,17 +387,14 @@ impl MockHost {
                         master.info.mtu
                     ));
                 }
-                let index = model.next_index;
-                model.next_index += 1;
-                let mut link = new_link(Netns::Sandbox, &create.name, index, mtu, "macvlan");
+                let link = model.add(Netns::Sandbox, &create.name, mtu, "macvlan");
                 link.info.up = false;
                 link.info.macvlan_mode = Some(sdk_mode(create.mode));
                 if let Some(mac) = create.mac {
                     link.info.mac = mac.to_string();
                 }
-                link.info.master = Some(master.info.name.clone());
+                link.info.master = Some(master.info.name);
                 link.info.master_mtu = Some(master.info.mtu);
-                model.links.push(link);
             }
             Op::RenameLink { name, new_name } => {
                 let at = position(&model, name).ok_or("no such device")?;
@@ -495,11 +486,10 @@ impl MockHost {
             Op::DeleteLink { link } => {
                 if let Some(at) = position(&model, link) {
                     model.links.remove(at);
-                    let prefix = |family: &str| format!("net/{family}/");
-                    model.sysctls.retain(|key, _| {
-                        !(key.starts_with(&prefix("ipv4")) || key.starts_with(&prefix("ipv6")))
-                            || policy::sysctl_interface(key) != Some(link.as_str())
-                    });
+                    // Its conf and neigh sysctls go with it.
+                    model
+                        .sysctls
+                        .retain(|key, _| policy::sysctl_interface(key) != Some(link.as_str()));
                 }
             }
             Op::RemoveDefaultRoutes { .. } => {

@@ -493,16 +493,7 @@ fn run(args: &RunArgs) -> Result<String, CniError> {
                     let config = host_config(path)?;
                     (config.allowed_masters, config.allowed_macvlan_modes)
                 }
-                None => (
-                    None,
-                    std::collections::BTreeMap::from([(
-                        crate::config::ANY_MASTER.to_string(),
-                        crate::config::DEFAULT_MACVLAN_MODES
-                            .iter()
-                            .map(|mode| mode.to_string())
-                            .collect(),
-                    )]),
-                ),
+                None => (None, crate::config::default_macvlan_modes()),
             };
             if !args.allowed_masters.is_empty() {
                 rules

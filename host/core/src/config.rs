@@ -68,6 +68,12 @@ pub const DEFAULT_MACVLAN_MODES: &[&str] = &["bridge", "private", "vepa"];
 pub const MACVLAN_MODES: &[&str] = &["bridge", "private", "vepa", "passthru", "source"];
 /// The key of `allowedMacvlanModes` that applies to every master not listed.
 pub const ANY_MASTER: &str = "*";
+
+/// `allowedMacvlanModes` when the host config does not set it: the
+/// [`DEFAULT_MACVLAN_MODES`] on every master.
+pub fn default_macvlan_modes() -> BTreeMap<String, Vec<String>> {
+    BTreeMap::from([(ANY_MASTER.to_string(), owned(DEFAULT_MACVLAN_MODES))])
+}
 /// The default IPAM data root (the reference host-local's default dataDir).
 pub const DEFAULT_IPAM_DATA_ROOT: &str = "/var/lib/cni/networks";
 
