@@ -96,6 +96,24 @@ impl Side {
         self.dir.path().join("tuning")
     }
 
+    /// A pod interface `net1` (a veth end with a fixed MAC, up) for the
+    /// `adopt` plugin to report.
+    fn make_net1(&self) {
+        self.pod.ip(&[
+            "link",
+            "add",
+            "net1",
+            "address",
+            "02:aa:bb:cc:dd:01",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "peer1",
+        ]);
+        self.pod.ip(&["link", "set", "net1", "up"]);
+    }
+
     /// net1 in the pod: what tuning can change.
     fn link_state(&self, sysctls: &[&str]) -> Value {
         let link = &self.pod.ip_json(&["-d", "link", "show", "dev", "net1"])[0];
@@ -134,12 +152,15 @@ fn macvlan(side: &Side) -> Value {
                     "dataDir": side.dir.path().join("ipam")}})
 }
 
+/// The sysctls the cases set (a conf and a neigh key).
+const SYSCTLS: [&str; 2] = [
+    "net.ipv4.conf.IFNAME.arp_notify",
+    "net.ipv4.neigh.IFNAME.base_reachable_time_ms",
+];
+
 /// Each field alone, then all together.
 fn cases() -> Vec<(&'static str, Value, Vec<&'static str>)> {
-    let sysctls = vec![
-        "net.ipv4.conf.IFNAME.arp_notify",
-        "net.ipv4.neigh.IFNAME.base_reachable_time_ms",
-    ];
+    let sysctls = SYSCTLS.to_vec();
     vec![
         (
             "sysctl",
@@ -235,35 +256,19 @@ fn after_macvlan_each_field_ends_as_the_reference_sets_it() {
 
 #[test]
 fn del_restores_what_tuning_changed_as_the_reference_does() {
-    let sysctls = [
-        "net.ipv4.conf.IFNAME.arp_notify",
-        "net.ipv4.neigh.IFNAME.base_reachable_time_ms",
-    ];
     for (case, fields, _) in cases() {
         let mut before = Vec::new();
         let mut after_add = Vec::new();
         let mut after_del = Vec::new();
         let sides = [Side::new(true), Side::new(false)];
         for side in &sides {
-            side.pod.ip(&[
-                "link",
-                "add",
-                "net1",
-                "address",
-                "02:aa:bb:cc:dd:01",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "peer1",
-            ]);
-            side.pod.ip(&["link", "set", "net1", "up"]);
+            side.make_net1();
             let list = conflist(side, json!({"type": "adopt"}), &fields);
-            before.push(side.link_state(&sysctls));
+            before.push(side.link_state(&SYSCTLS));
             side.call("ADD", &list).ok();
-            after_add.push(side.link_state(&sysctls));
+            after_add.push(side.link_state(&SYSCTLS));
             side.call("DEL", &list).ok();
-            after_del.push(side.link_state(&sysctls));
+            after_del.push(side.link_state(&SYSCTLS));
             assert!(side.pod.has_link("net1"), "{case}: adopt's DEL leaves net1");
         }
         assert_same(case, "after ADD", &fields, &after_add);
@@ -273,7 +278,7 @@ fn del_restores_what_tuning_changed_as_the_reference_does() {
         // The reference: the link settings back, the sysctls left.
         let mut reference_link = after_del[0].clone();
         let mut before_link = before[0].clone();
-        for key in sysctls {
+        for key in SYSCTLS {
             reference_link.as_object_mut().unwrap().remove(key);
             before_link.as_object_mut().unwrap().remove(key);
         }
@@ -311,26 +316,10 @@ fn a_failure_at_any_op_of_tunings_plan_leaves_the_interface_as_it_was() {
     // Every op's inverse, on an interface the plan did not create: the
     // executor fails just before op `at` and undoes the ops before it.
     let fields = &cases().last().unwrap().1.clone();
-    let sysctls = [
-        "net.ipv4.conf.IFNAME.arp_notify",
-        "net.ipv4.neigh.IFNAME.base_reachable_time_ms",
-    ];
     let side = Side::new(false);
-    side.pod.ip(&[
-        "link",
-        "add",
-        "net1",
-        "address",
-        "02:aa:bb:cc:dd:01",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "peer1",
-    ]);
-    side.pod.ip(&["link", "set", "net1", "up"]);
+    side.make_net1();
     let list = conflist(&side, json!({"type": "adopt"}), fields);
-    let before = side.link_state(&sysctls);
+    let before = side.link_state(&SYSCTLS);
     // sysctls (2), down, mac, up, promisc, mtu, allmulti, txqueuelen.
     for at in 0..9 {
         let mut cni = Cni::new(&side.node, &side.pod, "tuning-fault");
@@ -346,9 +335,9 @@ fn a_failure_at_any_op_of_tunings_plan_leaves_the_interface_as_it_was() {
             "{}",
             failed.stdout
         );
-        assert_eq!(side.link_state(&sysctls), before, "fault at op {at}");
+        assert_eq!(side.link_state(&SYSCTLS), before, "fault at op {at}");
     }
     // Without a fault the whole plan applies: the loop covered every op.
     side.call("ADD", &list).ok();
-    assert_ne!(side.link_state(&sysctls), before);
+    assert_ne!(side.link_state(&SYSCTLS), before);
 }
